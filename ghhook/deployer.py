@@ -1,0 +1,404 @@
+"""
+The deploy engine: one deploy at a time per clone, later pushes coalesced.
+
+A deploy is a cycle of steps run through the :class:`~ghhook.runner.ProcessRunner`:
+pull, then (when HEAD differs from what was last deployed) restart. While one
+cycle runs, every new push joins a single pending deploy that targets the
+newest ``after`` ("latest wins"), so a burst of pushes costs at most one more
+pull. Two git processes never run in the clone at once because every process
+of a cycle is awaited before the next starts, and cycles never overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ghhook.gitrepo import current_branch, in_rebase
+from ghhook.journal import Journal
+from ghhook.runner import StepResult
+
+log = Logger(namespace="ghhook.deployer")
+
+#: Journal key of the sha the service was last (re)started on.
+DEPLOYED = "deployed"
+#: Seconds a running step may go on after ghhook is told to stop.
+STOP_GRACE = 10.0
+
+
+class Runner(Protocol):
+    """What the engine needs of a process runner (a fake one in unit tests)."""
+
+    def run(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        timeout: float,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Deferred[StepResult]: ...
+
+    def interrupt(self, grace: float) -> Deferred[None]: ...
+
+
+class Listener(Protocol):
+    """Told about deploys as they happen (metrics use this)."""
+
+    def deploy_started(self) -> None: ...
+
+    def step_finished(self, step: StepResult) -> None: ...
+
+    def deploy_finished(
+        self, result: str, duration: float, finished: float
+    ) -> None: ...
+
+
+@attrs.frozen
+class Settings:
+    """Everything a cycle needs to know, fixed at start-up."""
+
+    repo: str
+    git_dir: str
+    remote: str
+    branch: str
+    git: str
+    restart: tuple[str, ...] | None = None
+    timeout: float = 600.0
+    env: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Submission:
+    """What the hook answers for a push: the deploy it joined."""
+
+    deploy: int
+    coalesced: bool
+
+
+@attrs.define
+class Job:
+    """A deploy waiting or running; ``target`` is the newest sha pushed to it."""
+
+    id: int
+    trigger: str
+    target: str | None
+    delivery: str | None
+
+
+class StepFailed(Exception):
+    """A step did not succeed; carries its result for the journal."""
+
+    def __init__(self, step: StepResult) -> None:
+        super().__init__(step.describe())
+        self.step = step
+
+
+class Stopping(Exception):
+    """ghhook is stopping; the cycle ends without starting more steps."""
+
+
+class Deployer:
+    """Owns the clone: queues deploys and runs their cycles one at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runner: Runner,
+        journal: Journal,
+        clock: IReactorTime,
+        wall_clock: Callable[[], float] = time.time,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.listeners = list(listeners)
+        self.running: Job | None = None
+        self.pending: Job | None = None
+        self.head: str | None = None
+        self._runner = runner
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._stopping = False
+        self._cycle: Deferred[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None
+
+    def start(self) -> None:
+        """Close what a previous run left open and queue the catch-up cycle."""
+        closed = self.journal.close_unfinished(self._wall_clock())
+        if closed:
+            log.warning("deploys {ids} were cut off by the previous stop", ids=closed)
+        self._queue("catch-up", None, None)
+
+    def submit(self, after: str, delivery: str | None) -> Submission | None:
+        """
+        Queue a deploy of ``after``, or join the pending one. None when the
+        engine is idle and ``after`` is exactly what runs already.
+        """
+        if (
+            self.running is None
+            and self.pending is None
+            and after == self.head
+            and after == self.journal.get(DEPLOYED)
+        ):
+            return None
+        if self.pending is not None:
+            self.pending.target = after
+            self.pending.delivery = delivery or self.pending.delivery
+            self.journal.coalesce(self.pending.id, delivery, after)
+            log.info(
+                "push of {sha} joins pending deploy {deploy}",
+                sha=after,
+                deploy=self.pending.id,
+                delivery=delivery,
+            )
+            return Submission(self.pending.id, coalesced=True)
+        job = self._queue("push", after, delivery)
+        return Submission(job.id, coalesced=False)
+
+    def _queue(self, trigger: str, target: str | None, delivery: str | None) -> Job:
+        job_id = self.journal.queue_deploy(
+            trigger, delivery, target, self._wall_clock()
+        )
+        job = Job(job_id, trigger, target, delivery)
+        self.pending = job
+        log.info(
+            "deploy {deploy} queued ({trigger}) for {sha}",
+            deploy=job_id,
+            trigger=trigger,
+            sha=target,
+            delivery=delivery,
+        )
+        if self.running is None:
+            # Start on the next turn of the reactor, after the answer is sent.
+            self._clock.callLater(0, self._next)
+        return job
+
+    def _next(self) -> None:
+        if self.running is not None or self.pending is None or self._stopping:
+            return
+        job, self.pending = self.pending, None
+        self.running = job
+        self._cycle = Deferred.fromCoroutine(self._run(job))
+        self._cycle.addBoth(self._cycle_done)
+
+    def _cycle_done(self, result: object) -> None:
+        self.running = None
+        self._cycle = None
+        self._next()
+
+    def stop(self) -> Deferred[None]:
+        """Start no more steps; give a running one ``STOP_GRACE`` then kill it."""
+        self._stopping = True
+        cycle = self._cycle
+        if cycle is None:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        cycle.addBoth(lambda _: done.callback(None))
+        self._runner.interrupt(STOP_GRACE)
+        return done
+
+    async def _run(self, job: Job) -> None:
+        started = self._wall_clock()
+        self.journal.start_deploy(job.id, started)
+        for listener in self.listeners:
+            listener.deploy_started()
+        cycle = Cycle(self, job)
+        log.info(
+            "deploy {deploy} started ({trigger}) for {sha}",
+            deploy=job.id,
+            trigger=job.trigger,
+            sha=job.target,
+            delivery=job.delivery,
+        )
+        try:
+            result, sha = await cycle.run()
+            failed_step = error = None
+        except StepFailed as e:
+            result = "timeout" if e.step.timed_out else "failed"
+            sha, failed_step, error = job.target, e.step.name, str(e)
+            if e.step.output:
+                error += ": " + e.step.output.strip().splitlines()[-1]
+        except Stopping:
+            result, sha, failed_step = "failed", job.target, cycle.last_step
+            error = "ghhook stopped during this deploy"
+        except Exception as e:
+            log.failure("deploy {deploy} hit an unexpected error", deploy=job.id)
+            result, sha, failed_step, error = "failed", job.target, None, repr(e)
+        finished = self._wall_clock()
+        self.journal.finish_deploy(job.id, result, sha, finished, failed_step, error)
+        for listener in self.listeners:
+            listener.deploy_finished(result, finished - started, finished)
+        emit = log.info if result in ("deployed", "unchanged") else log.error
+        emit(
+            "deploy {deploy} {result}: {sha}{why}",
+            deploy=job.id,
+            result=result,
+            sha=sha,
+            why=f" ({error})" if error else "",
+            error=error,
+            step=failed_step,
+            delivery=job.delivery,
+            duration=finished - started,
+        )
+
+    # Process helpers used by Cycle
+
+    async def step(
+        self,
+        job: Job,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+    ) -> StepResult:
+        if self._stopping:
+            raise Stopping()
+        result = await self._runner.run(
+            name,
+            argv,
+            cwd=self.settings.repo,
+            env=env if env is not None else self.settings.env,
+            timeout=self.settings.timeout,
+            fields={"deploy": job.id, "delivery": job.delivery},
+        )
+        for listener in self.listeners:
+            listener.step_finished(result)
+        return result
+
+
+class Cycle:
+    """One deploy's steps, recorded in order in the journal."""
+
+    def __init__(self, deployer: Deployer, job: Job) -> None:
+        self.deployer = deployer
+        self.job = job
+        self.settings = deployer.settings
+        self.journal = deployer.journal
+        self.last_step: str | None = None
+        self._seq = 0
+
+    def git(self, *args: str) -> list[str]:
+        return [self.settings.git, *args]
+
+    async def record(self, name: str, argv: Sequence[str]) -> StepResult:
+        """Run a step that belongs in the deploy's record."""
+        self.last_step = name
+        result = await self.deployer.step(self.job, name, argv)
+        self._seq += 1
+        self.journal.add_step(self.job.id, self._seq, result)
+        return result
+
+    async def query(self, name: str, argv: Sequence[str]) -> StepResult:
+        """Run a read-only git question; not part of the deploy's record."""
+        return await self.deployer.step(self.job, name, argv)
+
+    async def head(self) -> str:
+        result = await self.query(
+            "rev-parse", self.git("rev-parse", "--verify", "HEAD")
+        )
+        if not result.ok:
+            raise StepFailed(result)
+        sha = result.output.strip().splitlines()[-1].strip()
+        self.deployer.head = sha
+        return sha
+
+    async def contains(self, sha: str) -> bool:
+        result = await self.query(
+            "merge-base", self.git("merge-base", "--is-ancestor", sha, "HEAD")
+        )
+        return result.exit_code == 0
+
+    async def repair(self) -> None:
+        """Abort a rebase that a conflict or a crash left in the clone."""
+        if in_rebase(Path(self.settings.git_dir)):
+            log.warning(
+                "aborting a rebase left in progress in {repo}", repo=self.settings.repo
+            )
+            await self.record("abort-rebase", self.git("rebase", "--abort"))
+
+    async def run(self) -> tuple[str, str]:
+        """Pull, then release if HEAD is not what was last deployed."""
+        await self.repair()
+        branch = current_branch(Path(self.settings.git_dir))
+        if branch != self.settings.branch:
+            raise StepFailed(
+                StepResult(
+                    "check-branch",
+                    (),
+                    1,
+                    None,
+                    False,
+                    self.deployer._wall_clock(),
+                    0.0,
+                    f"the clone is on {branch or 'a detached HEAD'},"
+                    f" not {self.settings.branch}",
+                )
+            )
+        before = await self.head()
+        self.journal.set_before(self.job.id, before)
+        target = self.job.target
+        if target is not None and await self.contains(target):
+            log.info(
+                "{sha} is already in HEAD; no pull", sha=target, deploy=self.job.id
+            )
+        else:
+            await self.pull(before)
+        after = await self.head()
+        deployed = self.journal.get(DEPLOYED) or before
+        if after == deployed:
+            self.journal.put(DEPLOYED, after)
+            return "unchanged", after
+        await self.release(deployed, after)
+        self.journal.put(DEPLOYED, after)
+        return "deployed", after
+
+    async def pull(self, before: str) -> None:
+        pull = await self.record(
+            "pull",
+            self.git(
+                "pull",
+                "--rebase",
+                "--no-autostash",
+                self.settings.remote,
+                self.settings.branch,
+            ),
+        )
+        if pull.ok:
+            return
+        await self.restore(before, lock_left=pull.timed_out or pull.signal is not None)
+        raise StepFailed(pull)
+
+    async def restore(self, before: str, lock_left: bool) -> None:
+        """Put HEAD and the work tree back as they were before the pull."""
+        if lock_left:
+            # Our git was killed: its lock file is stale, and no other git of
+            # ours runs in this clone.
+            lock = Path(self.settings.git_dir) / "index.lock"
+            if lock.exists():
+                log.warning("removing {lock} left by the killed pull", lock=str(lock))
+                os.unlink(lock)
+        await self.repair()
+        if await self.head() != before:
+            # Keeps local edits: --keep refuses rather than overwrite them.
+            await self.record("reset", self.git("reset", "--keep", before))
+
+    async def release(self, old: str, new: str) -> None:
+        """Make the service run ``new``: restart it."""
+        restart = self.settings.restart
+        if restart is None:
+            return
+        result = await self.record("restart", restart)
+        if not result.ok:
+            raise StepFailed(result)

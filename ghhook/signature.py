@@ -1,0 +1,124 @@
+"""
+Verify GitHub's HMAC signatures on the raw request body.
+
+Pure functions: bytes and header values in, a verdict out. No Twisted here.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import re
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+SHA256_HEADER = "X-Hub-Signature-256"
+SHA1_HEADER = "X-Hub-Signature"
+
+_HEX_DIGEST = {
+    "sha256": re.compile(r"[0-9a-f]{64}"),
+    "sha1": re.compile(r"[0-9a-f]{40}"),
+}
+
+
+class Outcome(enum.Enum):
+    """Why a delivery is, or is not, from someone who knows the secret."""
+
+    VALID = "valid"
+    MISSING = "missing"
+    MALFORMED = "malformed"
+    MISMATCH = "mismatch"
+
+
+@attrs.frozen
+class Verdict:
+    """The result of checking a signature; ``reason`` is safe to show a client."""
+
+    outcome: Outcome
+    reason: str
+
+    @property
+    def valid(self) -> bool:
+        return self.outcome is Outcome.VALID
+
+
+def sign(body: bytes, secret: bytes, algorithm: str = "sha256") -> str:
+    """Return the header value GitHub would send for ``body``."""
+    digest = hmac.new(secret, body, algorithm).hexdigest()
+    return f"{algorithm}={digest}"
+
+
+def verify(
+    body: bytes,
+    secrets: Sequence[bytes],
+    sha256_header: str | None,
+    sha1_header: str | None = None,
+) -> Verdict:
+    """
+    Check ``body`` against any of ``secrets`` (several allow rotation).
+
+    The SHA-256 header wins when present; SHA-1 is only a fallback for
+    senders that do not send it, because SHA-1 HMAC is the weaker of the two.
+    """
+    if sha256_header is not None:
+        header, value, algorithm = SHA256_HEADER, sha256_header, "sha256"
+    elif sha1_header is not None:
+        header, value, algorithm = SHA1_HEADER, sha1_header, "sha1"
+    else:
+        return Verdict(
+            Outcome.MISSING,
+            f"the request carries no {SHA256_HEADER} header",
+        )
+    prefix, sep, digest = value.strip().partition("=")
+    if not sep or prefix != algorithm:
+        return Verdict(
+            Outcome.MALFORMED,
+            f"the {header} header must look like {algorithm}=<hex digest>",
+        )
+    digest = digest.lower()
+    if not _HEX_DIGEST[algorithm].fullmatch(digest):
+        return Verdict(
+            Outcome.MALFORMED,
+            f"the {header} header does not hold a {algorithm} hex digest",
+        )
+    if _matches_any(body, secrets, algorithm, digest.encode("ascii")):
+        return Verdict(Outcome.VALID, f"{algorithm} signature verified")
+    return Verdict(
+        Outcome.MISMATCH,
+        f"the {header} signature does not match the body",
+    )
+
+
+def _matches_any(
+    body: bytes, secrets: Iterable[bytes], algorithm: str, digest: bytes
+) -> bool:
+    # Compare against every secret, without stopping early, so that timing
+    # does not tell which secret (if any) came close.
+    found = False
+    for secret in secrets:
+        expected = hmac.new(secret, body, algorithm).hexdigest().encode("ascii")
+        found |= hmac.compare_digest(expected, digest)
+    return found
+
+
+def load_secrets(text: str) -> tuple[bytes, ...]:
+    """
+    Read secrets from a secret file's text: one per line, so that an old
+    and a new secret can both verify while GitHub's setting is rotated.
+    Blank lines are skipped and white space around a secret is dropped.
+    """
+    return tuple(
+        line.strip().encode("utf-8") for line in text.splitlines() if line.strip()
+    )
+
+
+__all__ = [
+    "SHA1_HEADER",
+    "SHA256_HEADER",
+    "Outcome",
+    "Verdict",
+    "load_secrets",
+    "sign",
+    "verify",
+]

@@ -1,0 +1,328 @@
+"""
+The public HTTP face: the hook resource, ``/healthz``, and a body-capped site.
+
+Routes stay thin: read the body, verify, parse, decide (all pure, see
+:mod:`ghhook.signature`, :mod:`ghhook.delivery`, :mod:`ghhook.decision`), hand
+a push to the :class:`~ghhook.deployer.Deployer`, answer in JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from klein import Klein
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+from werkzeug.exceptions import HTTPException
+
+from ghhook.decision import Deploy, Ignore, Pong, Tracked, decide
+from ghhook.delivery import BadDelivery, parse_body
+from ghhook.deployer import Deployer
+from ghhook.journal import Journal
+from ghhook.signature import SHA1_HEADER, SHA256_HEADER, Outcome, verify
+
+log = Logger(namespace="ghhook.web")
+
+#: GitHub caps payloads at 25 MB; so do we, before reading more.
+MAX_BODY = 25 * 1024 * 1024
+#: Seconds an idle or slow connection may hold a channel open.
+CHANNEL_TIMEOUT = 60
+_DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+
+
+class DeliveryCounter(Protocol):
+    """Counts deliveries by event and outcome (the metrics implement it)."""
+
+    def delivery(self, event: str, outcome: str) -> None: ...
+
+
+def json_body(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
+    """Set ``code`` and the JSON content type; return the encoded ``body``."""
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    return json.dumps(body).encode("utf-8") + b"\n"
+
+
+def _bind(method: Callable[..., Any]) -> Callable[..., Any]:
+    # Klein passes the bound instance first; ours are closures over self.
+    def endpoint(_instance: object, request: IRequest, **kwargs: Any) -> Any:
+        return method(request, **kwargs)
+
+    endpoint.__name__ = method.__name__
+    return endpoint
+
+
+def json_errors(app: Klein) -> None:
+    """Answer routing errors (404, 405) and crashes (500) in JSON."""
+
+    def http_error(_instance: object, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, HTTPException)
+        code = error.code or 500
+        if code == 405:
+            request.setHeader(b"Allow", b"POST")
+            sentence = f"method {request.method.decode('ascii', 'replace')} is not allowed here; use POST"
+        elif code == 404:
+            sentence = "nothing is served at this path"
+        else:
+            sentence = error.description or error.name
+        return json_body(request, code, {"error": sentence})
+
+    def crash(_instance: object, request: IRequest, failure: Failure) -> bytes:
+        log.failure("unexpected error answering {uri}", failure, uri=request.uri)
+        return json_body(request, 500, {"error": "internal error; see ghhook's log"})
+
+    app.handle_errors(HTTPException)(http_error)
+    app.handle_errors(Exception)(crash)
+
+
+class Hook:
+    """The webhook endpoint: one instance per daemon, dependencies as fields."""
+
+    def __init__(
+        self,
+        secrets: Sequence[bytes],
+        tracked: Tracked,
+        deployer: Deployer,
+        journal: Journal,
+        path: str = "/github",
+        counter: DeliveryCounter | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.secrets = tuple(secrets)
+        self.tracked = tracked
+        self.deployer = deployer
+        self.journal = journal
+        self.path = path
+        self._counter = counter
+        self._wall_clock = wall_clock
+        self.app = Klein()
+        self.app.route(path, methods=["POST"], strict_slashes=False)(_bind(self.hook))
+        self.app.route("/healthz", methods=["GET"])(_bind(self.healthz))
+        json_errors(self.app)
+
+    def resource(self) -> IResource:
+        return self.app.resource()
+
+    def healthz(self, request: IRequest) -> bytes:
+        return json_body(request, 200, {"ok": True})
+
+    def _answer(
+        self,
+        request: IRequest,
+        event: str,
+        outcome: str,
+        code: int,
+        body: dict[str, Any],
+    ) -> bytes:
+        if self._counter is not None:
+            self._counter.delivery(event, outcome)
+        return json_body(request, code, body)
+
+    def hook(self, request: IRequest) -> bytes:
+        headers = request.requestHeaders
+        body = request.content.read()
+        event = _header(request, "X-GitHub-Event")
+        verdict = verify(
+            body,
+            self.secrets,
+            _header(request, SHA256_HEADER),
+            _header(request, SHA1_HEADER),
+        )
+        label = event if event in ("ping", "push") else "other"
+        if verdict.outcome is Outcome.MISSING:
+            return self._answer(
+                request, label, "unsigned", 401, {"error": verdict.reason}
+            )
+        if not verdict.valid:
+            log.warn(
+                "rejected a delivery from {peer}: {reason}",
+                peer=_peer(request),
+                reason=verdict.reason,
+            )
+            return self._answer(
+                request, label, "bad_signature", 403, {"error": verdict.reason}
+            )
+        delivery = _header(request, "X-GitHub-Delivery")
+        if not event:
+            return self._answer(
+                request,
+                label,
+                "malformed",
+                400,
+                {"error": "the request carries no X-GitHub-Event header"},
+            )
+        if delivery is not None and not _DELIVERY_ID.fullmatch(delivery):
+            return self._answer(
+                request,
+                label,
+                "malformed",
+                400,
+                {"error": "the X-GitHub-Delivery header is not a delivery id"},
+            )
+        content_type = headers.getRawHeaders("Content-Type", [None])[0]
+        try:
+            payload = parse_body(body, content_type)
+            decision = decide(event, payload, self.tracked)
+        except BadDelivery as e:
+            log.warn(
+                "rejected delivery {delivery} ({event}): {reason}",
+                delivery=delivery,
+                event=event,
+                reason=str(e),
+            )
+            return self._answer(request, label, "malformed", 400, {"error": str(e)})
+
+        after = decision.push.after if isinstance(decision, Deploy) else None
+        outcome = {Pong: "pong", Ignore: "ignored", Deploy: "accepted"}[type(decision)]
+        seq = self.journal.add_delivery(
+            delivery, event, outcome, self._wall_clock(), after
+        )
+        if seq is None:
+            log.info(
+                "delivery {delivery} seen before; ignored",
+                delivery=delivery,
+                event=event,
+            )
+            return self._answer(
+                request, label, "duplicate", 200, {"duplicate": delivery}
+            )
+
+        if isinstance(decision, Pong):
+            log.info(
+                "ping {delivery} answered",
+                delivery=delivery,
+                event=event,
+                hook=decision.hook_id,
+            )
+            return self._answer(
+                request,
+                label,
+                "pong",
+                200,
+                {"pong": True, "zen": decision.zen, "hook_id": decision.hook_id},
+            )
+        if isinstance(decision, Ignore):
+            log.info(
+                "delivery {delivery} ({event}) ignored: {reason}",
+                delivery=delivery,
+                event=event,
+                reason=decision.reason,
+            )
+            return self._answer(
+                request, label, "ignored", 200, {"ignored": decision.reason}
+            )
+
+        push = decision.push
+        submission = self.deployer.submit(push.after, delivery)
+        if submission is None:
+            reason = f"{push.after} is already deployed"
+            log.info(
+                "delivery {delivery}: {reason}",
+                delivery=delivery,
+                event=event,
+                reason=reason,
+                sha=push.after,
+            )
+            return self._answer(request, label, "ignored", 200, {"ignored": reason})
+        self.journal.link_delivery(seq, submission.deploy)
+        log.info(
+            "push {delivery} of {sha} to {branch} accepted as deploy {deploy}",
+            delivery=delivery,
+            event=event,
+            sha=push.after,
+            branch=push.branch,
+            deploy=submission.deploy,
+            pusher=push.pusher,
+        )
+        return self._answer(
+            request,
+            label,
+            "accepted",
+            202,
+            {
+                "deploy": submission.deploy,
+                "after": push.after,
+                "delivery": delivery,
+                "coalesced": submission.coalesced,
+            },
+        )
+
+
+def _header(request: IRequest, name: str) -> str | None:
+    value = request.requestHeaders.getRawHeaders(name)
+    if not value:
+        return None
+    return str(value[0])
+
+
+def _peer(request: IRequest) -> str:
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", peer))
+
+
+class CappedRequest(Request):
+    """
+    A request that refuses a body over ``MAX_BODY`` with 413 as soon as the
+    declared length (or the chunks received) exceed it, before buffering more.
+    """
+
+    max_body = MAX_BODY
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self.max_body:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        body = (
+            json.dumps(
+                {"error": f"the body exceeds the limit of {self.max_body} bytes"}
+            ).encode("utf-8")
+            + b"\n"
+        )
+        log.warn("refused a body over {limit} bytes", limit=self.max_body)
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.channel.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+
+def make_site(resource: IResource, max_body: int = MAX_BODY) -> Site:
+    """A site whose requests cap their bodies and whose channels time out."""
+
+    class Capped(CappedRequest):
+        pass
+
+    Capped.max_body = max_body
+    site = Site(resource, requestFactory=Capped, timeout=CHANNEL_TIMEOUT)
+    site.displayTracebacks = False
+    return site
