@@ -62,9 +62,7 @@ def decide(event: str, payload: dict[str, Any], tracked: Tracked) -> Decision:
     if tracked.repository is not None and (
         push.repository is None or push.repository.lower() != tracked.repository.lower()
     ):
-        return Ignore(
-            f"push to repository {push.repository!r}, not {tracked.repository!r}"
-        )
+        return Ignore(f"push to repository {push.repository!r}, not {tracked.repository!r}")
     if push.ref.startswith(TAG_PREFIX):
         return Ignore(f"tag push {push.ref!r} does not deploy")
     if push.branch is None:
@@ -72,9 +70,7 @@ def decide(event: str, payload: dict[str, Any], tracked: Tracked) -> Decision:
     if push.deleted:
         return Ignore(f"branch {push.branch!r} was deleted")
     if push.branch != tracked.branch:
-        return Ignore(
-            f"push to branch {push.branch!r}; only {tracked.branch!r} deploys"
-        )
+        return Ignore(f"push to branch {push.branch!r}; only {tracked.branch!r} deploys")
     return Deploy(push)
 
 

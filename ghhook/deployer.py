@@ -58,9 +58,7 @@ class Listener(Protocol):
 
     def step_finished(self, step: StepResult) -> None: ...
 
-    def deploy_finished(
-        self, result: str, duration: float, finished: float
-    ) -> None: ...
+    def deploy_finished(self, result: str, duration: float, finished: float) -> None: ...
 
 
 @attrs.frozen
@@ -169,9 +167,7 @@ class Deployer:
         return Submission(job.id, coalesced=False)
 
     def _queue(self, trigger: str, target: str | None, delivery: str | None) -> Job:
-        job_id = self.journal.queue_deploy(
-            trigger, delivery, target, self._wall_clock()
-        )
+        job_id = self.journal.queue_deploy(trigger, delivery, target, self._wall_clock())
         job = Job(job_id, trigger, target, delivery)
         self.pending = job
         log.info(
@@ -305,9 +301,7 @@ class Cycle:
         return await self.deployer.step(self.job, name, argv)
 
     async def head(self) -> str:
-        result = await self.query(
-            "rev-parse", self.git("rev-parse", "--verify", "HEAD")
-        )
+        result = await self.query("rev-parse", self.git("rev-parse", "--verify", "HEAD"))
         if not result.ok:
             raise StepFailed(result)
         sha = result.output.strip().splitlines()[-1].strip()
@@ -323,9 +317,7 @@ class Cycle:
     async def repair(self) -> None:
         """Abort a rebase that a conflict or a crash left in the clone."""
         if in_rebase(Path(self.settings.git_dir)):
-            log.warning(
-                "aborting a rebase left in progress in {repo}", repo=self.settings.repo
-            )
+            log.warning("aborting a rebase left in progress in {repo}", repo=self.settings.repo)
             await self.record("abort-rebase", self.git("rebase", "--abort"))
 
     async def run(self) -> tuple[str, str]:
@@ -342,17 +334,14 @@ class Cycle:
                     False,
                     self.deployer._wall_clock(),
                     0.0,
-                    f"the clone is on {branch or 'a detached HEAD'},"
-                    f" not {self.settings.branch}",
+                    f"the clone is on {branch or 'a detached HEAD'}, not {self.settings.branch}",
                 )
             )
         before = await self.head()
         self.journal.set_before(self.job.id, before)
         target = self.job.target
         if target is not None and await self.contains(target):
-            log.info(
-                "{sha} is already in HEAD; no pull", sha=target, deploy=self.job.id
-            )
+            log.info("{sha} is already in HEAD; no pull", sha=target, deploy=self.job.id)
         else:
             await self.pull(before)
         after = await self.head()

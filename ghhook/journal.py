@@ -128,9 +128,7 @@ class Journal:
         return row is not None
 
     def link_delivery(self, seq: int, deploy: int) -> None:
-        self._db.execute(
-            "UPDATE deliveries SET deploy = ? WHERE seq = ?", (deploy, seq)
-        )
+        self._db.execute("UPDATE deliveries SET deploy = ? WHERE seq = ?", (deploy, seq))
 
     # Deploys
 
@@ -215,9 +213,7 @@ class Journal:
         """The newest deploys first, each with its steps in order."""
         deploys = [
             dict(row)
-            for row in self._db.execute(
-                "SELECT * FROM deploys ORDER BY id DESC LIMIT ?", (limit,)
-            )
+            for row in self._db.execute("SELECT * FROM deploys ORDER BY id DESC LIMIT ?", (limit,))
         ]
         if not deploys:
             return deploys
@@ -226,8 +222,7 @@ class Journal:
             d["steps"] = []
         placeholders = ",".join("?" * len(by_id))
         for row in self._db.execute(
-            f"SELECT * FROM steps WHERE deploy IN ({placeholders})"
-            " ORDER BY deploy, seq",
+            f"SELECT * FROM steps WHERE deploy IN ({placeholders}) ORDER BY deploy, seq",
             tuple(by_id),
         ):
             step = dict(row)
@@ -243,9 +238,7 @@ class Journal:
     # Small persistent state
 
     def get(self, key: str) -> str | None:
-        row = self._db.execute(
-            "SELECT value FROM state WHERE key = ?", (key,)
-        ).fetchone()
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row["value"])
 
     def put(self, key: str, value: str) -> None:

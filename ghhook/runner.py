@@ -232,15 +232,11 @@ class ProcessRunner:
                 error=str(e),
                 **fields,
             )
-            return succeed(
-                StepResult(name, argv, None, None, False, started, 0.0, str(e))
-            )
+            return succeed(StepResult(name, argv, None, None, False, started, 0.0, str(e)))
         running = _Running(transport.pid, protocol)
         if transport.pid is not None:
             self._running[transport.pid] = running
-        running.deadline = self._clock.callLater(
-            timeout, self._expire, running, "timeout"
-        )
+        running.deadline = self._clock.callLater(timeout, self._expire, running, "timeout")
 
         def finished(status: tuple[int | None, int | None]) -> StepResult:
             running.cancel_timers()
@@ -305,9 +301,7 @@ class ProcessRunner:
         waits = []
         for running in list(self._running.values()):
             running.cancel_timers()
-            running.deadline = self._clock.callLater(
-                grace, self._expire, running, "interrupted"
-            )
+            running.deadline = self._clock.callLater(grace, self._expire, running, "interrupted")
             done: Deferred[None] = Deferred()
             running.waiters.append(done)
             waits.append(done)

@@ -90,9 +90,7 @@ def verify(
     )
 
 
-def _matches_any(
-    body: bytes, secrets: Iterable[bytes], algorithm: str, digest: bytes
-) -> bool:
+def _matches_any(body: bytes, secrets: Iterable[bytes], algorithm: str, digest: bytes) -> bool:
     # Compare against every secret, without stopping early, so that timing
     # does not tell which secret (if any) came close.
     found = False
@@ -108,9 +106,7 @@ def load_secrets(text: str) -> tuple[bytes, ...]:
     and a new secret can both verify while GitHub's setting is rotated.
     Blank lines are skipped and white space around a secret is dropped.
     """
-    return tuple(
-        line.strip().encode("utf-8") for line in text.splitlines() if line.strip()
-    )
+    return tuple(line.strip().encode("utf-8") for line in text.splitlines() if line.strip())
 
 
 __all__ = [

@@ -72,7 +72,9 @@ def read_secrets(secret_file: str | None, environ: dict[str, str]) -> tuple[byte
             text = Path(secret_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             reason = getattr(e, "strerror", None) or str(e)
-            raise usage.UsageError(f"--secret-file {secret_file}: cannot read it: {reason}") from None
+            raise usage.UsageError(
+                f"--secret-file {secret_file}: cannot read it: {reason}"
+            ) from None
         secrets = load_secrets(text)
         if not secrets:
             raise usage.UsageError(f"--secret-file {secret_file} holds no secret")
@@ -98,17 +100,41 @@ class Options(usage.Options):
     optParameters: list[list[Any]] = [
         ["repo", None, None, "The git clone to keep deployed (required)."],
         ["path", None, "/github", "URL path of the webhook."],
-        ["secret-file", None, None,
-         "File holding the webhook secret, one per line (several allow rotation)."
-         " Default: $GHHOOK_SECRET, else $GITHUB_SECRET."],
-        ["branch", None, None, "Only pushes to this branch deploy. Default: the clone's current branch."],
+        [
+            "secret-file",
+            None,
+            None,
+            "File holding the webhook secret, one per line (several allow rotation)."
+            " Default: $GHHOOK_SECRET, else $GITHUB_SECRET.",
+        ],
+        [
+            "branch",
+            None,
+            None,
+            "Only pushes to this branch deploy. Default: the clone's current branch.",
+        ],
         ["remote", None, "origin", "The git remote to pull from."],
-        ["github-repo", None, None,
-         "OWNER/NAME; pushes from other repositories are ignored."
-         " Default: inferred from the remote's URL when it is on GitHub."],
+        [
+            "github-repo",
+            None,
+            None,
+            "OWNER/NAME; pushes from other repositories are ignored."
+            " Default: inferred from the remote's URL when it is on GitHub.",
+        ],
         ["restart-cmd", None, None, "Command run after a pull that moved HEAD.", command],
-        ["timeout", None, 600.0, "Seconds each deploy step may run before it is killed.", positive_float],
-        ["state", None, "ghhook.sqlite3", "SQLite journal of deliveries and deploys (relative to twistd's --rundir)."],
+        [
+            "timeout",
+            None,
+            600.0,
+            "Seconds each deploy step may run before it is killed.",
+            positive_float,
+        ],
+        [
+            "state",
+            None,
+            "ghhook.sqlite3",
+            "SQLite journal of deliveries and deploys (relative to twistd's --rundir).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -140,9 +166,7 @@ class Options(usage.Options):
         if self["branch"] is None:
             self["branch"] = current_branch(gdir)
             if self["branch"] is None:
-                raise usage.UsageError(
-                    f"--repo {repo}: HEAD is detached; give --branch NAME"
-                )
+                raise usage.UsageError(f"--repo {repo}: HEAD is detached; give --branch NAME")
         url = remote_url(gdir, self["remote"])
         if url is None:
             raise usage.UsageError(f"--remote {self['remote']}: no such remote in {repo}")

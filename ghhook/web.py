@@ -68,7 +68,9 @@ def json_errors(app: Klein) -> None:
         code = error.code or 500
         if code == 405:
             request.setHeader(b"Allow", b"POST")
-            sentence = f"method {request.method.decode('ascii', 'replace')} is not allowed here; use POST"
+            sentence = (
+                f"method {request.method.decode('ascii', 'replace')} is not allowed here; use POST"
+            )
         elif code == 404:
             sentence = "nothing is served at this path"
         else:
@@ -138,18 +140,14 @@ class Hook:
         )
         label = event if event in ("ping", "push") else "other"
         if verdict.outcome is Outcome.MISSING:
-            return self._answer(
-                request, label, "unsigned", 401, {"error": verdict.reason}
-            )
+            return self._answer(request, label, "unsigned", 401, {"error": verdict.reason})
         if not verdict.valid:
             log.warn(
                 "rejected a delivery from {peer}: {reason}",
                 peer=_peer(request),
                 reason=verdict.reason,
             )
-            return self._answer(
-                request, label, "bad_signature", 403, {"error": verdict.reason}
-            )
+            return self._answer(request, label, "bad_signature", 403, {"error": verdict.reason})
         delivery = _header(request, "X-GitHub-Delivery")
         if not event:
             return self._answer(
@@ -182,18 +180,14 @@ class Hook:
 
         after = decision.push.after if isinstance(decision, Deploy) else None
         outcome = {Pong: "pong", Ignore: "ignored", Deploy: "accepted"}[type(decision)]
-        seq = self.journal.add_delivery(
-            delivery, event, outcome, self._wall_clock(), after
-        )
+        seq = self.journal.add_delivery(delivery, event, outcome, self._wall_clock(), after)
         if seq is None:
             log.info(
                 "delivery {delivery} seen before; ignored",
                 delivery=delivery,
                 event=event,
             )
-            return self._answer(
-                request, label, "duplicate", 200, {"duplicate": delivery}
-            )
+            return self._answer(request, label, "duplicate", 200, {"duplicate": delivery})
 
         if isinstance(decision, Pong):
             log.info(
@@ -216,9 +210,7 @@ class Hook:
                 event=event,
                 reason=decision.reason,
             )
-            return self._answer(
-                request, label, "ignored", 200, {"ignored": decision.reason}
-            )
+            return self._answer(request, label, "ignored", 200, {"ignored": decision.reason})
 
         push = decision.push
         submission = self.deployer.submit(push.after, delivery)
@@ -296,9 +288,9 @@ class CappedRequest(Request):
     def _refuse(self) -> None:
         self._refused = True
         body = (
-            json.dumps(
-                {"error": f"the body exceeds the limit of {self.max_body} bytes"}
-            ).encode("utf-8")
+            json.dumps({"error": f"the body exceeds the limit of {self.max_body} bytes"}).encode(
+                "utf-8"
+            )
             + b"\n"
         )
         log.warn("refused a body over {limit} bytes", limit=self.max_body)
