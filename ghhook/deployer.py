@@ -230,7 +230,7 @@ class Deployer:
         except Stopping:
             result, sha, failed_step = "failed", job.target, cycle.last_step
             error = "ghhook stopped during this deploy"
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - recorded, and the engine goes on
             log.failure("deploy {deploy} hit an unexpected error", deploy=job.id)
             result, sha, failed_step, error = "failed", job.target, None, repr(e)
         finished = self._wall_clock()
