@@ -1,0 +1,85 @@
+"""A controllable process runner for the engine's unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+
+from ghhook.runner import StepResult
+
+
+@attrs.define
+class Call:
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    timeout: float
+    deferred: Deferred[StepResult]
+
+    def finish(
+        self, exit_code: int | None = 0, output: str = "", timed_out: bool = False
+    ) -> None:
+        self.deferred.callback(
+            StepResult(self.name, self.argv, exit_code, None, timed_out, 0.0, 0.5, output)
+        )
+
+
+class FakeRunner:
+    """
+    Records each step; read-only git questions (rev-parse, merge-base) are
+    answered at once from ``head`` and ``contained``, every other step waits
+    until the test finishes it. Fails loudly if two steps ever overlap.
+    """
+
+    def __init__(self, head: str) -> None:
+        self.head = head
+        self.contained: set[str] = {head}
+        self.calls: list[Call] = []
+        self.outstanding: Call | None = None
+        self.interrupted: list[float] = []
+
+    def run(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        timeout: float,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Deferred[StepResult]:
+        assert self.outstanding is None, f"{name} started while {self.outstanding.name} runs"
+        argv = tuple(argv)
+        if name == "rev-parse":
+            return succeed(StepResult(name, argv, 0, None, False, 0.0, 0.0, self.head + "\n"))
+        if name == "merge-base":
+            code = 0 if argv[-2] in self.contained else 1
+            return succeed(StepResult(name, argv, code, None, False, 0.0, 0.0, ""))
+        call = Call(name, argv, env, timeout, Deferred())
+        self.calls.append(call)
+        self.outstanding = call
+        call.deferred.addBoth(self._done)
+        return call.deferred
+
+    def _done(self, result: StepResult) -> StepResult:
+        self.outstanding = None
+        return result
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.calls]
+
+    def pull_to(self, sha: str) -> None:
+        """Finish the running pull as if the remote's tip were ``sha``."""
+        assert self.outstanding is not None and self.outstanding.name == "pull"
+        self.head = sha
+        self.contained.add(sha)
+        self.outstanding.finish(0, "Updating\n")
+
+    def interrupt(self, grace: float) -> Deferred[None]:
+        self.interrupted.append(grace)
+        if self.outstanding is not None:
+            self.outstanding.finish(None, "killed")
+        return succeed(None)

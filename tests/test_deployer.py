@@ -1,0 +1,208 @@
+"""The deploy engine with a controllable runner and a fake clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from ghhook.deployer import DEPLOYED, Deployer, Settings
+from ghhook.journal import Journal
+from tests.fakes import FakeRunner
+
+A, B, C, D = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
+
+
+class Engine:
+    def __init__(self, tmp_path: Path, restart: bool = True) -> None:
+        git_dir = tmp_path / "clone" / ".git"
+        git_dir.mkdir(parents=True)
+        (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
+        self.git_dir = git_dir
+        self.clock = Clock()
+        self.runner = FakeRunner(head=A)
+        self.journal = Journal(tmp_path / "j.sqlite3").open()
+        self.settings = Settings(
+            repo=str(tmp_path / "clone"),
+            git_dir=str(git_dir),
+            remote="origin",
+            branch="main",
+            git="/usr/bin/git",
+            restart=("/bin/restart-app",) if restart else None,
+            timeout=30.0,
+            env={"PATH": "/usr/bin"},
+        )
+        self.deployer = Deployer(
+            self.settings, self.runner, self.journal, self.clock, wall_clock=self.clock.seconds
+        )
+
+    def turn(self) -> None:
+        """Let the reactor take its next turn (queued cycles start on it)."""
+        self.clock.advance(0)
+
+    def result(self, deploy: int) -> dict:
+        return next(d for d in self.journal.recent_deploys() if d["id"] == deploy)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return Engine(tmp_path)
+
+
+def test_catch_up_with_nothing_new_restarts_nothing(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    assert engine.runner.names() == ["pull"]
+    engine.runner.pull_to(A)
+    assert engine.runner.names() == ["pull"]
+    assert engine.result(1)["result"] == "unchanged"
+    assert engine.journal.get(DEPLOYED) == A
+
+
+def test_push_pulls_then_restarts_when_head_moved(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(A)
+    sub = engine.deployer.submit(B, "d-1")
+    assert sub is not None and not sub.coalesced
+    assert engine.runner.names() == ["pull"], "the deploy starts only on the next turn"
+    engine.turn()
+    engine.runner.pull_to(B)
+    assert engine.runner.names() == ["pull", "pull", "restart"]
+    restart = engine.runner.calls[-1]
+    assert restart.argv == ("/bin/restart-app",)
+    restart.finish(0)
+    deploy = engine.result(sub.deploy)
+    assert deploy["result"] == "deployed"
+    assert deploy["sha"] == B and deploy["before"] == A and deploy["delivery"] == "d-1"
+    assert [s["name"] for s in deploy["steps"]] == ["pull", "restart"]
+    assert engine.journal.get(DEPLOYED) == B
+
+
+def test_burst_coalesces_into_one_pending_deploy_of_the_latest_sha(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()  # catch-up pull now running
+    subs = [engine.deployer.submit(sha, f"d-{i}") for i, sha in enumerate((B, C, D))]
+    assert [s.coalesced for s in subs if s] == [False, True, True]
+    assert len({s.deploy for s in subs if s}) == 1
+    assert engine.deployer.pending is not None and engine.deployer.pending.target == D
+    engine.runner.pull_to(A)  # catch-up: nothing new
+    engine.turn()
+    engine.runner.pull_to(D)
+    engine.runner.calls[-1].finish(0)
+    assert engine.runner.names() == ["pull", "pull", "restart"]
+    deploy = engine.result(subs[0].deploy)
+    assert deploy["result"] == "deployed" and deploy["sha"] == D
+    assert deploy["delivery"] == "d-2" and deploy["deliveries"] == 3
+
+
+def test_push_already_in_head_runs_no_pull(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(C)  # the catch-up brought C (and B before it)
+    engine.runner.calls[-1].finish(0)  # restart for C
+    engine.runner.contained.add(B)
+    sub = engine.deployer.submit(B, "late")
+    engine.turn()
+    assert engine.runner.names() == ["pull", "restart"]
+    assert engine.result(sub.deploy)["result"] == "unchanged"
+
+
+def test_push_of_what_runs_already_starts_nothing(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(A)
+    assert engine.deployer.submit(A, "again") is None
+    engine.turn()
+    assert engine.runner.names() == ["pull"]
+
+
+def test_failed_pull_does_not_restart_and_next_push_is_tried(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(A)
+    first = engine.deployer.submit(B, "d-1")
+    engine.turn()
+    engine.runner.outstanding.finish(1, "fatal: unable to access remote\n")
+    deploy = engine.result(first.deploy)
+    assert deploy["result"] == "failed" and deploy["failed_step"] == "pull"
+    assert "unable to access remote" in deploy["error"]
+    assert engine.runner.names() == ["pull", "pull"]
+    second = engine.deployer.submit(B, "d-2")
+    engine.turn()
+    engine.runner.pull_to(B)
+    engine.runner.calls[-1].finish(0)
+    assert engine.result(second.deploy)["result"] == "deployed"
+
+
+def test_timed_out_pull_is_recorded_as_timeout(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    pull = engine.runner.outstanding
+    assert pull.timeout == 30.0
+    pull.finish(None, "", timed_out=True)
+    assert engine.result(1)["result"] == "timeout"
+
+
+def test_failed_restart_is_retried_by_the_next_cycle(engine: Engine) -> None:
+    """HEAD moved but the service did not restart: the next cycle restarts it."""
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(B)
+    engine.runner.outstanding.finish(3, "unit failed")
+    assert engine.result(1)["result"] == "failed"
+    assert engine.journal.get(DEPLOYED) == A
+    sub = engine.deployer.submit(B, "retry")
+    engine.turn()
+    assert engine.runner.names() == ["pull", "restart", "restart"]
+    engine.runner.outstanding.finish(0)
+    assert engine.result(sub.deploy)["result"] == "deployed"
+
+
+def test_stop_interrupts_the_running_step_and_starts_no_more(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.deployer.submit(B, "queued")
+    stopped = engine.deployer.stop()
+    assert engine.runner.interrupted == [10.0]
+    assert stopped.called
+    engine.turn()
+    assert engine.runner.names() == ["pull"]
+    deploy = engine.result(1)
+    assert deploy["result"] == "failed" and "stopped" in deploy["error"]
+
+
+def test_next_start_closes_deploys_left_open(tmp_path: Path) -> None:
+    engine = Engine(tmp_path)
+    engine.deployer.start()
+    engine.turn()
+    engine.deployer.submit(B, "never ran")
+    # The daemon dies here (SIGKILL): a new engine opens the same journal.
+    again = Deployer(
+        engine.settings, FakeRunner(head=A), Journal(engine.journal.path).open(),
+        engine.clock, wall_clock=engine.clock.seconds,
+    )
+    again.start()
+    rows = {d["id"]: d for d in again.journal.recent_deploys()}
+    assert rows[1]["result"] == "failed" and "during" in rows[1]["error"]
+    assert rows[2]["result"] == "failed" and "before" in rows[2]["error"]
+    assert rows[3]["result"] == "queued" and rows[3]["trigger"] == "catch-up"
+
+
+def test_clone_on_another_branch_fails_without_pulling(engine: Engine) -> None:
+    (engine.git_dir / "HEAD").write_text("ref: refs/heads/feature\n")
+    engine.deployer.start()
+    engine.turn()
+    assert engine.runner.names() == []
+    deploy = engine.result(1)
+    assert deploy["result"] == "failed" and "feature" in deploy["error"]
+
+
+def test_no_restart_command_still_records_the_deploy(tmp_path: Path) -> None:
+    engine = Engine(tmp_path, restart=False)
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(B)
+    assert engine.runner.names() == ["pull"]
+    assert engine.result(1)["result"] == "deployed"
