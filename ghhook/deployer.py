@@ -137,7 +137,7 @@ class Deployer:
         """Close what a previous run left open and queue the catch-up cycle."""
         closed = self.journal.close_unfinished(self._wall_clock())
         if closed:
-            log.warning("deploys {ids} were cut off by the previous stop", ids=closed)
+            log.warn("deploys {ids} were cut off by the previous stop", ids=closed)
         self._queue("catch-up", None, None)
 
     def submit(self, after: str, delivery: str | None) -> Submission | None:
@@ -317,7 +317,7 @@ class Cycle:
     async def repair(self) -> None:
         """Abort a rebase that a conflict or a crash left in the clone."""
         if in_rebase(Path(self.settings.git_dir)):
-            log.warning("aborting a rebase left in progress in {repo}", repo=self.settings.repo)
+            log.warn("aborting a rebase left in progress in {repo}", repo=self.settings.repo)
             await self.record("abort-rebase", self.git("rebase", "--abort"))
 
     async def run(self) -> tuple[str, str]:
@@ -339,6 +339,9 @@ class Cycle:
             )
         before = await self.head()
         self.journal.set_before(self.job.id, before)
+        if self.journal.get(DEPLOYED) is None:
+            # First run: the service is taken to run what the clone holds.
+            self.journal.put(DEPLOYED, before)
         target = self.job.target
         if target is not None and await self.contains(target):
             log.info("{sha} is already in HEAD; no pull", sha=target, deploy=self.job.id)
@@ -347,7 +350,6 @@ class Cycle:
         after = await self.head()
         deployed = self.journal.get(DEPLOYED) or before
         if after == deployed:
-            self.journal.put(DEPLOYED, after)
             return "unchanged", after
         await self.release(deployed, after)
         self.journal.put(DEPLOYED, after)
@@ -376,7 +378,7 @@ class Cycle:
             # ours runs in this clone.
             lock = Path(self.settings.git_dir) / "index.lock"
             if lock.exists():
-                log.warning("removing {lock} left by the killed pull", lock=str(lock))
+                log.warn("removing {lock} left by the killed pull", lock=str(lock))
                 os.unlink(lock)
         await self.repair()
         if await self.head() != before:

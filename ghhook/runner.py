@@ -269,7 +269,7 @@ class ProcessRunner:
     def _expire(self, running: _Running, why: str) -> None:
         running.deadline = None
         running.timed_out = why == "timeout"
-        log.warning(
+        log.warn(
             "step {step} {why}: sending SIGTERM to its process group",
             step=running.protocol.name,
             why="timed out" if running.timed_out else "interrupted",
@@ -282,7 +282,7 @@ class ProcessRunner:
     def _signal(self, running: _Running, sig: int) -> None:
         if sig == signal.SIGKILL:
             running.kill_timer = None
-            log.warning(
+            log.warn(
                 "step {step} still running: sending SIGKILL",
                 step=running.protocol.name,
             )
