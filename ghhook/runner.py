@@ -238,11 +238,9 @@ class ProcessRunner:
             self._running[transport.pid] = running
         running.deadline = self._clock.callLater(timeout, self._expire, running, "timeout")
 
-        def finished(status: tuple[int | None, int | None]) -> StepResult:
+        def finished(status: tuple[int | None, int | None]) -> None:
             running.cancel_timers()
-            self._running.pop(transport.pid, None)
-            for waiter in running.waiters:
-                waiter.callback(None)
+            self._running.pop(running.pid, None)
             exit_code, sig = status
             result = StepResult(
                 name=name,
@@ -262,9 +260,14 @@ class ProcessRunner:
                 duration=result.duration,
                 **fields,
             )
-            return result
+            done.callback(result)
+            # Only once the step's own waiter has its result: stop() waits here.
+            for waiter in running.waiters:
+                waiter.callback(None)
 
-        return protocol.ended.addCallback(finished)
+        done: Deferred[StepResult] = Deferred()
+        protocol.ended.addCallback(finished)
+        return done
 
     def _expire(self, running: _Running, why: str) -> None:
         running.deadline = None
