@@ -50,19 +50,10 @@ def json_body(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode("utf-8") + b"\n"
 
 
-def _bind(method: Callable[..., Any]) -> Callable[..., Any]:
-    # Klein passes the bound instance first; ours are closures over self.
-    def endpoint(_instance: object, request: IRequest, **kwargs: Any) -> Any:
-        return method(request, **kwargs)
-
-    endpoint.__name__ = method.__name__
-    return endpoint
-
-
 def json_errors(app: Klein) -> None:
     """Answer routing errors (404, 405) and crashes (500) in JSON."""
 
-    def http_error(_instance: object, request: IRequest, failure: Failure) -> bytes:
+    def http_error(request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, HTTPException)
         code = error.code or 500
@@ -77,7 +68,7 @@ def json_errors(app: Klein) -> None:
             sentence = error.description or error.name
         return json_body(request, code, {"error": sentence})
 
-    def crash(_instance: object, request: IRequest, failure: Failure) -> bytes:
+    def crash(request: IRequest, failure: Failure) -> bytes:
         log.failure("unexpected error answering {uri}", failure, uri=request.uri)
         return json_body(request, 500, {"error": "internal error; see ghhook's log"})
 
@@ -106,8 +97,8 @@ class Hook:
         self._counter = counter
         self._wall_clock = wall_clock
         self.app = Klein()
-        self.app.route(path, methods=["POST"], strict_slashes=False)(_bind(self.hook))
-        self.app.route("/healthz", methods=["GET"])(_bind(self.healthz))
+        self.app.route(path, methods=["POST"], strict_slashes=False)(self.hook)
+        self.app.route("/healthz", methods=["GET"])(self.healthz)
         json_errors(self.app)
 
     def resource(self) -> IResource:

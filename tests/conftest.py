@@ -16,14 +16,17 @@ from tests.gitfixture import GitFixture
 
 
 @pytest.fixture(autouse=True)
-def reactor_left_clean() -> Iterator[None]:
-    """Fail a test that logs a failure or leaves delayed calls on the reactor."""
+def reactor_left_clean(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
+    """
+    Fail a test that logs a failure or leaves delayed calls on the reactor,
+    unless it is marked ``expect_logged_failure`` (it then asserts on them).
+    """
     from twisted.logger import globalLogPublisher
 
     failures: list[dict[str, Any]] = []
 
     def observe(event: dict[str, Any]) -> None:
-        if event.get("log_failure") is not None and not event.get("ghhook_expected"):
+        if event.get("log_failure") is not None:
             failures.append(event)
 
     import sys
@@ -32,7 +35,7 @@ def reactor_left_clean() -> Iterator[None]:
     before = set(reactor.getDelayedCalls()) if reactor is not None else set()
     globalLogPublisher.addObserver(observe)
     try:
-        yield
+        yield failures
     finally:
         globalLogPublisher.removeObserver(observe)
     reactor = sys.modules.get("twisted.internet.reactor")
@@ -42,6 +45,9 @@ def reactor_left_clean() -> Iterator[None]:
         # must not leak. Keep only calls whose function is in ghhook.
         ours = [c for c in leaked if "ghhook" in getattr(c.func, "__module__", "")]
         assert not ours, f"delayed calls left behind: {ours}"
+    if request.node.get_closest_marker("expect_logged_failure"):
+        assert failures, "a failure was expected in the log"
+        return
     assert not failures, "failures were logged: " + "; ".join(
         str(e["log_failure"].getTraceback()) for e in failures
     )

@@ -19,9 +19,7 @@ class Call:
     timeout: float
     deferred: Deferred[StepResult]
 
-    def finish(
-        self, exit_code: int | None = 0, output: str = "", timed_out: bool = False
-    ) -> None:
+    def finish(self, exit_code: int | None = 0, output: str = "", timed_out: bool = False) -> None:
         self.deferred.callback(
             StepResult(self.name, self.argv, exit_code, None, timed_out, 0.0, 0.5, output)
         )

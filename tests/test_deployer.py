@@ -180,8 +180,11 @@ def test_next_start_closes_deploys_left_open(tmp_path: Path) -> None:
     engine.deployer.submit(B, "never ran")
     # The daemon dies here (SIGKILL): a new engine opens the same journal.
     again = Deployer(
-        engine.settings, FakeRunner(head=A), Journal(engine.journal.path).open(),
-        engine.clock, wall_clock=engine.clock.seconds,
+        engine.settings,
+        FakeRunner(head=A),
+        Journal(engine.journal.path).open(),
+        engine.clock,
+        wall_clock=engine.clock.seconds,
     )
     again.start()
     rows = {d["id"]: d for d in again.journal.recent_deploys()}

@@ -89,9 +89,7 @@ async def test_runs_in_the_given_directory_with_stdin_closed(tmp_path: Path) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_timeout_kills_the_whole_process_group() -> None:
-    result = await run(
-        [SH, "-c", "sleep 60 & echo $!; sleep 60"], timeout=0.5, kill_grace=2.0
-    )
+    result = await run([SH, "-c", "sleep 60 & echo $!; sleep 60"], timeout=0.5, kill_grace=2.0)
     assert result.timed_out and not result.ok
     assert result.describe().startswith("step timed out")
     child = int(result.output.splitlines()[0])
