@@ -50,7 +50,9 @@ def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type == "application/x-www-form-urlencoded":
         try:
-            fields = parse_qs(body.decode("utf-8"), strict_parsing=True, keep_blank_values=True)
+            fields = parse_qs(
+                body.decode("utf-8"), strict_parsing=True, keep_blank_values=True, errors="strict"
+            )
         except (UnicodeDecodeError, ValueError):
             raise BadDelivery("the form body cannot be decoded") from None
         values = fields.get("payload")
@@ -69,7 +71,7 @@ def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
         )
     try:
         payload = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadDelivery("the payload is not valid JSON") from None
     if not isinstance(payload, dict):
         raise BadDelivery("the payload is not a JSON object")

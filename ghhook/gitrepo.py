@@ -15,7 +15,7 @@ _GITHUB_URL = re.compile(
         (?:https?|git|ssh)://(?:[^@/]+@)?github\.com(?::\d+)?/
       | (?:[^@/]+@)?github\.com:
     )(?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+?)(?:\.git)?/?$""",
-    re.VERBOSE,
+    re.VERBOSE | re.IGNORECASE,
 )
 _SECTION = re.compile(r'^\[\s*([A-Za-z0-9.-]+)(?:\s+"((?:[^"\\]|\\.)*)")?\s*\]')
 
@@ -81,7 +81,8 @@ def remote_url(gdir: Path, remote: str) -> str | None:
             continue
         if in_section:
             key, sep, value = line.partition("=")
-            if sep and key.strip().lower() == "url":
+            # Git fetches from the first url when a remote lists several.
+            if sep and key.strip().lower() == "url" and url is None:
                 url = value.strip().strip('"')
     if found and url is None:
         return ""
