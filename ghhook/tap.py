@@ -34,13 +34,13 @@ _GITHUB_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 def positive_float(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("not a number of seconds") from None
     if not number > 0:
-        raise ValueError(f"{value} is not a positive number of seconds")
+        raise ValueError("must be a positive number of seconds")
     return number
-
-
-positive_float.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
 
 
 def command(value: str) -> tuple[str, ...]:
@@ -52,9 +52,6 @@ def command(value: str) -> tuple[str, ...]:
     if not argv:
         raise ValueError("the command is empty")
     return argv
-
-
-command.coerceDoc = "Split into words like a shell would; never run through one."  # type: ignore[attr-defined]
 
 
 def child_environment(environ: dict[str, str]) -> dict[str, str]:
@@ -121,14 +118,14 @@ class Options(usage.Options):
             "OWNER/NAME; pushes from other repositories are ignored."
             " Default: inferred from the remote's URL when it is on GitHub.",
         ],
-        ["restart-cmd", None, None, "Command run after a pull that moved HEAD.", command],
         [
-            "timeout",
+            "restart-cmd",
             None,
-            600.0,
-            "Seconds each deploy step may run before it is killed.",
-            positive_float,
+            None,
+            "Command run after a pull that moved HEAD; split into words like a shell"
+            " would, never run through one.",
         ],
+        ["timeout", None, "600", "Seconds each deploy step may run before it is killed."],
         [
             "state",
             None,
@@ -148,7 +145,15 @@ class Options(usage.Options):
         self["listen"].append(endpoint)
 
     def postOptions(self) -> None:
-        environ = dict(os.environ)
+        # twistd answers a UsageError with its whole usage text; a bad setting
+        # deserves one line that says what is wrong.
+        try:
+            self.check(dict(os.environ))
+        except usage.UsageError as e:
+            raise SystemExit(f"ghhook: {e}") from None
+
+    def check(self, environ: dict[str, str]) -> None:
+        """Validate and complete the settings; raise UsageError with one sentence."""
         if not self["listen"]:
             self["listen"] = ["tcp:8000"]
         if not self["path"].startswith("/"):
@@ -174,6 +179,9 @@ class Options(usage.Options):
             self["github-repo"] = github_repository(url)
         elif not _GITHUB_NAME.fullmatch(self["github-repo"]):
             raise usage.UsageError(f"--github-repo {self['github-repo']}: expected OWNER/NAME")
+        self["timeout"] = _coerce("--timeout", positive_float, self["timeout"])
+        if self["restart-cmd"] is not None:
+            self["restart-cmd"] = _coerce("--restart-cmd", command, self["restart-cmd"])
         self["env"] = child_environment(environ)
         try:
             self["git"] = find_executable("git", self["env"].get("PATH"))
@@ -186,6 +194,13 @@ class Options(usage.Options):
         self["state"] = str(Path(rundir or ".", self["state"]).absolute())
         for endpoint in self["listen"]:
             _check_endpoint("--listen", endpoint)
+
+
+def _coerce(option: str, coerce: Any, value: Any) -> Any:
+    try:
+        return coerce(value)
+    except ValueError as e:
+        raise usage.UsageError(f"{option} {value}: {e}") from None
 
 
 def _check_endpoint(option: str, description: str) -> None:

@@ -1,0 +1,163 @@
+"""Start the real ``twistd ghhook`` as a user would, and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ghhook.payloads import delivery_headers, encode, push_payload
+
+_TICK = threading.Event()  # never set: its wait() is the poll interval
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).parent / "twistd")
+SECRET = b"e2e secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def eventually(predicate: Callable[[], Any], within: float = 20.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something true, for at most ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {within} s: {what or predicate}")
+        _TICK.wait(0.02)  # the interval of a bounded poll
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GHHOOK_SECRET", "GITHUB_SECRET")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def run_twistd(
+    args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run twistd to completion (for start-up errors)."""
+    return subprocess.run(
+        [TWISTD, *args],
+        cwd=cwd,
+        env=env or environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Daemon:
+    """A ``twistd -n ghhook`` process on a loopback port."""
+
+    def __init__(
+        self, workdir: Path, repo: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "ghhook.log"
+        secret_file = workdir / "secret"
+        secret_file.write_bytes(SECRET + b"\n")
+        self.args = [
+            "-n",
+            "--pidfile",
+            str(workdir / "twistd.pid"),
+            "ghhook",
+            "--repo",
+            str(repo),
+            "--secret-file",
+            str(secret_file),
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--state",
+            str(workdir / "ghhook.sqlite3"),
+            *extra,
+        ]
+        self.env = env or environment()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [TWISTD, *self.args],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        eventually(self._answers, what=f"ghhook listening; log:\n{self.log()}")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"twistd exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return self.get("/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def deliver(
+        self, event: str, payload: dict[str, Any], delivery: str | None = None
+    ) -> tuple[int, Any]:
+        body = encode(payload)
+        return self.request(
+            "POST", "/github", body, delivery_headers(body, SECRET, event, delivery)
+        )
+
+    def push(
+        self, after: str, before: str = "0" * 40, branch: str = "main", delivery: str | None = None
+    ) -> tuple[int, Any]:
+        return self.deliver(
+            "push", push_payload(after, before, ref=f"refs/heads/{branch}"), delivery
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise AssertionError(f"ghhook did not stop on signal {sig}:\n{self.log()}") from None
