@@ -127,7 +127,7 @@ class Deployer:
         self._clock = clock
         self._wall_clock = wall_clock
         self._stopping = False
-        self._cycle: Deferred[None] | None = None
+        self._cycle: Deferred[tuple[str, float, float]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -188,11 +188,15 @@ class Deployer:
         job, self.pending = self.pending, None
         self.running = job
         self._cycle = Deferred.fromCoroutine(self._run(job))
-        self._cycle.addBoth(self._cycle_done)
+        self._cycle.addCallback(self._cycle_done)
 
-    def _cycle_done(self, result: object) -> None:
+    def _cycle_done(self, outcome: tuple[str, float, float]) -> None:
         self.running = None
         self._cycle = None
+        result, duration, finished = outcome
+        # Listeners hear of the end once the engine is idle again.
+        for listener in self.listeners:
+            listener.deploy_finished(result, duration, finished)
         self._next()
 
     def stop(self) -> Deferred[None]:
@@ -206,7 +210,7 @@ class Deployer:
         self._runner.interrupt(STOP_GRACE)
         return done
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job) -> tuple[str, float, float]:
         started = self._wall_clock()
         self.journal.start_deploy(job.id, started)
         for listener in self.listeners:
@@ -225,8 +229,9 @@ class Deployer:
         except StepFailed as e:
             result = "timeout" if e.step.timed_out else "failed"
             sha, failed_step, error = job.target, e.step.name, str(e)
-            if e.step.output:
-                error += ": " + e.step.output.strip().splitlines()[-1]
+            headline = _headline(e.step.output)
+            if headline:
+                error += ": " + headline
         except Stopping:
             result, sha, failed_step = "failed", job.target, cycle.last_step
             error = "ghhook stopped during this deploy"
@@ -235,8 +240,6 @@ class Deployer:
             result, sha, failed_step, error = "failed", job.target, None, repr(e)
         finished = self._wall_clock()
         self.journal.finish_deploy(job.id, result, sha, finished, failed_step, error)
-        for listener in self.listeners:
-            listener.deploy_finished(result, finished - started, finished)
         emit = log.info if result in ("deployed", "unchanged") else log.error
         emit(
             "deploy {deploy} {result}: {sha}{why}",
@@ -249,6 +252,7 @@ class Deployer:
             delivery=job.delivery,
             duration=finished - started,
         )
+        return result, finished - started, finished
 
     # Process helpers used by Cycle
 
@@ -272,6 +276,15 @@ class Deployer:
         for listener in self.listeners:
             listener.step_finished(result)
         return result
+
+
+def _headline(output: str) -> str:
+    """The line of a step's output that best says what went wrong."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:", "CONFLICT")):
+            return line
+    return lines[-1] if lines else ""
 
 
 class Cycle:
