@@ -12,6 +12,7 @@ of a cycle is awaited before the next starts, and cycles never overlap.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ log = Logger(namespace="ghhook.deployer")
 
 #: Journal key of the sha the service was last (re)started on.
 DEPLOYED = "deployed"
+#: Journal key of the process group of the step running now: if ghhook is
+#: killed, the next start kills what is left of it before touching the clone.
+STEP_GROUP = "step_group"
 #: Seconds a running step may go on after ghhook is told to stop.
 STOP_GRACE = 10.0
 
@@ -46,6 +50,7 @@ class Runner(Protocol):
         env: Mapping[str, str],
         timeout: float,
         fields: Mapping[str, Any] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> Deferred[StepResult]: ...
 
     def interrupt(self, grace: float) -> Deferred[None]: ...
@@ -135,10 +140,32 @@ class Deployer:
 
     def start(self) -> None:
         """Close what a previous run left open and queue the catch-up cycle."""
+        self._kill_orphaned_step()
         closed = self.journal.close_unfinished(self._wall_clock())
         if closed:
             log.warn("deploys {ids} were cut off by the previous stop", ids=closed)
         self._queue("catch-up", None, None)
+
+    def _kill_orphaned_step(self) -> None:
+        # A step outlives a SIGKILLed ghhook (it has its own session); a git
+        # of ours still running would race the catch-up pull on index.lock.
+        group = self.journal.get(STEP_GROUP)
+        self.journal.forget(STEP_GROUP)
+        if group is None or not group.isdigit():
+            return
+        try:
+            cwd = os.readlink(f"/proc/{group}/cwd")
+        except OSError:
+            return  # gone, or not ours to inspect
+        if os.path.realpath(cwd) != os.path.realpath(self.settings.repo):
+            return  # the pid was reused by something else
+        log.warn(
+            "killing process group {group} left running by the previous stop", group=int(group)
+        )
+        try:
+            os.killpg(int(group), signal.SIGKILL)
+        except OSError:
+            pass
 
     def submit(self, after: str, delivery: str | None) -> Submission | None:
         """
@@ -272,7 +299,9 @@ class Deployer:
             env=env if env is not None else self.settings.env,
             timeout=self.settings.timeout,
             fields={"deploy": job.id, "delivery": job.delivery},
+            on_start=lambda pid: self.journal.put(STEP_GROUP, str(pid)),
         )
+        self.journal.forget(STEP_GROUP)
         for listener in self.listeners:
             listener.step_finished(result)
         return result

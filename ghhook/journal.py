@@ -241,6 +241,9 @@ class Journal:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row["value"])
 
+    def forget(self, key: str) -> None:
+        self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+
     def put(self, key: str, value: str) -> None:
         self._db.execute(
             "INSERT INTO state (key, value) VALUES (?, ?)"

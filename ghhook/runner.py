@@ -208,8 +208,12 @@ class ProcessRunner:
         env: Mapping[str, str],
         timeout: float,
         fields: Mapping[str, Any] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> Deferred[StepResult]:
-        """Start ``argv`` (never through a shell) and fire with its result."""
+        """
+        Start ``argv`` (never through a shell) and fire with its result;
+        ``on_start`` hears the pid, which is also the step's process group.
+        """
         argv = tuple(argv)
         fields = dict(fields or {})
         protocol = StepProtocol(name, self._clock, fields)
@@ -234,6 +238,8 @@ class ProcessRunner:
             )
             return succeed(StepResult(name, argv, None, None, False, started, 0.0, str(e)))
         running = _Running(transport.pid, protocol)
+        if on_start is not None and transport.pid is not None:
+            on_start(transport.pid)
         if transport.pid is not None:
             self._running[transport.pid] = running
         running.deadline = self._clock.callLater(timeout, self._expire, running, "timeout")

@@ -48,6 +48,7 @@ class FakeRunner:
         env: Mapping[str, str],
         timeout: float,
         fields: Mapping[str, Any] | None = None,
+        on_start: Any = None,
     ) -> Deferred[StepResult]:
         assert self.outstanding is None, f"{name} started while {self.outstanding.name} runs"
         argv = tuple(argv)

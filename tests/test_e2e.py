@@ -194,3 +194,49 @@ def test_help_lists_every_option_with_defaults(tmp_path: Path) -> None:
         assert option in done.stdout
     assert "/github" in done.stdout and "origin" in done.stdout and "tcp:8000" in done.stdout
     assert "ghhook" in run_twistd(["--help"], tmp_path).stdout
+
+
+def _gated_remote(git: GitFixture, tmp_path: Path) -> Path:
+    """Make the clone's fetches wait until the returned gate file exists."""
+    gate = tmp_path / "gate"
+    slow = tmp_path / "gated-upload-pack"
+    slow.write_text(
+        f'#!/bin/sh\necho $$ > "{tmp_path}/upload-pack.pid"\n'
+        f'while [ ! -e "{gate}" ]; do sleep 0.05; done\nexec git-upload-pack "$@"\n'
+    )
+    slow.chmod(0o755)
+    run_git(git.clone, "config", "remote.origin.uploadpack", str(slow))
+    return gate
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_sigkill_mid_deploy_then_restart_catches_up(git: GitFixture, tmp_path: Path) -> None:
+    gate = _gated_remote(git, tmp_path)
+    first = Daemon(tmp_path, git.clone, "--restart-cmd", RESTART).start()
+    eventually(lambda: (tmp_path / "upload-pack.pid").exists(), what="the catch-up fetch")
+    sha = git.commit_and_push("v2\n")
+    assert first.push(sha)[0] == 202
+    orphan = int((tmp_path / "upload-pack.pid").read_text())
+    first.stop(signal.SIGKILL)
+    assert _alive(orphan), "the pull's process group outlives a SIGKILLed daemon"
+    (tmp_path / "upload-pack.pid").unlink()
+
+    second = Daemon(tmp_path, git.clone, "--restart-cmd", RESTART).start()
+    try:
+        eventually(lambda: not _alive(orphan), what="the orphaned pull killed at start")
+        eventually(lambda: (tmp_path / "upload-pack.pid").exists(), what="the new catch-up fetch")
+        gate.touch()
+        eventually(lambda: restarts(git) == [sha], what="one restart for the missed push")
+        assert git.head() == sha
+        status = second.log()
+        assert "cut off by the previous stop" in status
+    finally:
+        gate.touch()
+        second.stop()
