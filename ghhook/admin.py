@@ -1,0 +1,169 @@
+"""
+The admin listener: what a person or Prometheus asks about the daemon.
+
+``/status`` (JSON) and ``/`` (HTML, :mod:`ghhook.statuspage`) are two views of
+one document built by :func:`status_document` from the deployer's live state
+and the journal, so deploys shown survive restarts. ``/metrics`` serves the
+:class:`~ghhook.metrics.Metrics` registry, ``/healthz`` says the reactor
+answers. Serve it on a private address: it shows repository paths, commands
+and git output, and accepts no writes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from klein import Klein
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from werkzeug.exceptions import MethodNotAllowed
+
+from ghhook.deployer import DEPLOYED, Deployer, Job
+from ghhook.journal import Journal
+from ghhook.metrics import CONTENT_TYPE, Metrics
+from ghhook.statuspage import render_status_page
+from ghhook.web import json_body, json_errors
+
+#: Deploys shown on ``/status`` and on the page, newest first.
+RECENT_DEPLOYS = 50
+
+# The page shows what whoever can push wrote (commit subjects in git's
+# output): even if escaping failed, the browser would run no script, load
+# nothing and let no other site frame it.
+_PAGE_POLICY = (
+    b"default-src 'none'; style-src 'unsafe-inline'; img-src data:;"
+    b" base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.250Z``."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_document(job: Job | None) -> dict[str, Any] | None:
+    """A queued or running deploy as the deployer holds it in memory."""
+    if job is None:
+        return None
+    return {
+        "id": job.id,
+        "trigger": job.trigger,
+        "target": job.target,
+        "delivery": job.delivery,
+    }
+
+
+def step_document(step: dict[str, Any]) -> dict[str, Any]:
+    """One journal step row, times as ISO strings."""
+    return {
+        "name": step["name"],
+        "argv": list(step["argv"]),
+        "exit_code": step["exit_code"],
+        "signal": step["signal"],
+        "timed_out": bool(step["timed_out"]),
+        "started": iso_time(step["started"]),
+        "duration": step["duration"],
+        "output": step["output"],
+    }
+
+
+def deploy_document(row: dict[str, Any]) -> dict[str, Any]:
+    """
+    One journal deploy row. ``sha`` is the commit deployed or attempted: the
+    journal fills it when the deploy ends; until then it is the target.
+    """
+    started, finished = row["started"], row["finished"]
+    duration = finished - started if started is not None and finished is not None else None
+    return {
+        "id": row["id"],
+        "trigger": row["trigger"],
+        "delivery": row["delivery"],
+        "deliveries": row["deliveries"],
+        "sha": row["sha"] if row["sha"] is not None else row["target"],
+        "before": row["before"],
+        "result": row["result"],
+        "queued": iso_time(row["queued"]),
+        "started": iso_time(started),
+        "finished": iso_time(finished),
+        "duration": duration,
+        "failed_step": row["failed_step"],
+        "error": row["error"],
+        "steps": [step_document(step) for step in row["steps"]],
+    }
+
+
+def status_document(
+    deployer: Deployer, journal: Journal, limit: int = RECENT_DEPLOYS
+) -> dict[str, Any]:
+    """Everything ``/status`` answers and the page shows, as plain JSON values."""
+    settings = deployer.settings
+    return {
+        "repo": settings.repo,
+        "branch": settings.branch,
+        "remote": settings.remote,
+        "head": deployer.head,
+        "deployed": journal.get(DEPLOYED),
+        "busy": deployer.busy,
+        "running": job_document(deployer.running),
+        "pending": job_document(deployer.pending),
+        "deploys": [deploy_document(row) for row in journal.recent_deploys(limit)],
+    }
+
+
+class Admin:
+    """The admin resource: one instance per daemon, dependencies as fields."""
+
+    def __init__(self, deployer: Deployer, journal: Journal, metrics: Metrics) -> None:
+        self.deployer = deployer
+        self.journal = journal
+        self.metrics = metrics
+        self.app = Klein()
+        for path, method in (
+            ("/", self.page),
+            ("/status", self.status),
+            ("/metrics", self.prometheus),
+            ("/healthz", self.healthz),
+        ):
+            self.app.route(path, methods=["GET"])(method)
+        # Registered before json_errors' handlers, so it wins for 405: every
+        # admin route is read-only, and json_errors' sentence says POST.
+        self.app.handle_errors(MethodNotAllowed)(self._not_allowed)
+        json_errors(self.app)
+
+    def resource(self) -> IResource:
+        return self.app.resource()
+
+    def status(self, request: IRequest) -> bytes:
+        _no_store(request)
+        return json_body(request, 200, status_document(self.deployer, self.journal))
+
+    def page(self, request: IRequest) -> bytes:
+        _no_store(request)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Content-Security-Policy", _PAGE_POLICY)
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Referrer-Policy", b"no-referrer")
+        return render_status_page(status_document(self.deployer, self.journal))
+
+    def prometheus(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))
+        return self.metrics.render()
+
+    def healthz(self, request: IRequest) -> bytes:
+        _no_store(request)
+        return json_body(request, 200, {"ok": True})
+
+    def _not_allowed(self, request: IRequest, failure: Failure) -> bytes:
+        request.setHeader(b"Allow", b"GET, HEAD")
+        method = request.method.decode("ascii", "replace")
+        return json_body(request, 405, {"error": f"method {method} is not allowed here; use GET"})
+
+
+def _no_store(request: IRequest) -> None:
+    # Status changes with every deploy; a cached copy would mislead.
+    request.setHeader(b"Cache-Control", b"no-store")
