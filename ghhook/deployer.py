@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -31,6 +32,8 @@ log = Logger(namespace="ghhook.deployer")
 
 #: Journal key of the sha the service was last (re)started on.
 DEPLOYED = "deployed"
+#: Journal key of the last sha rolled back: it is not deployed again.
+ROLLED_BACK = "rolled_back"
 #: Journal key of the process group of the step running now: if ghhook is
 #: killed, the next start kills what is left of it before touching the clone.
 STEP_GROUP = "step_group"
@@ -56,6 +59,12 @@ class Runner(Protocol):
     def interrupt(self, grace: float) -> Deferred[None]: ...
 
 
+class Health(Protocol):
+    """What the engine needs of a health checker (see :mod:`ghhook.health`)."""
+
+    def check(self, name: str, url: str, timeout: float) -> Deferred[StepResult]: ...
+
+
 class Listener(Protocol):
     """Told about deploys as they happen (metrics use this)."""
 
@@ -78,6 +87,11 @@ class Settings:
     restart: tuple[str, ...] | None = None
     timeout: float = 600.0
     env: Mapping[str, str] = attrs.field(factory=dict)
+    builds: tuple[tuple[str, ...], ...] = ()
+    restart_signal: int | None = None
+    restart_pidfile: str | None = None
+    health_url: str | None = None
+    health_timeout: float = 30.0
 
 
 @attrs.frozen
@@ -106,6 +120,23 @@ class StepFailed(Exception):
         self.step = step
 
 
+class RolledBack(Exception):
+    """A release step failed and the previous commit runs again."""
+
+    def __init__(self, failed: StepResult) -> None:
+        super().__init__(failed.describe())
+        self.step = failed
+
+
+class RollbackFailed(Exception):
+    """A release step failed, and so did putting the previous commit back."""
+
+    def __init__(self, failed: StepResult, rollback: StepResult) -> None:
+        super().__init__(f"{failed.describe()}, and the rollback failed too: {rollback.describe()}")
+        self.step = failed
+        self.rollback = rollback
+
+
 class Stopping(Exception):
     """ghhook is stopping; the cycle ends without starting more steps."""
 
@@ -121,8 +152,10 @@ class Deployer:
         clock: IReactorTime,
         wall_clock: Callable[[], float] = time.time,
         listeners: Sequence[Listener] = (),
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health
         self.journal = journal
         self.listeners = list(listeners)
         self.running: Job | None = None
@@ -178,6 +211,8 @@ class Deployer:
             and after == self.head
             and after == self.journal.get(DEPLOYED)
         ):
+            return None
+        if after == self.journal.get(ROLLED_BACK):
             return None
         if self.pending is not None:
             self.pending.target = after
@@ -255,10 +290,18 @@ class Deployer:
             failed_step = error = None
         except StepFailed as e:
             result = "timeout" if e.step.timed_out else "failed"
-            sha, failed_step, error = job.target, e.step.name, str(e)
-            headline = _headline(e.step.output)
-            if headline:
-                error += ": " + headline
+            sha, failed_step, error = job.target, e.step.name, _explain(e.step)
+        except RolledBack as e:
+            result, sha, failed_step = "rolled_back", cycle.new, e.step.name
+            error = _explain(e.step)
+        except RollbackFailed as e:
+            result, sha, failed_step = "failed", cycle.new, e.step.name
+            error = f"{_explain(e.step)}; the rollback failed too: {_explain(e.rollback)}"
+            log.critical(
+                "deploy {deploy}: ROLLBACK FAILED, the service may be down: {error}",
+                deploy=job.id,
+                error=error,
+            )
         except Stopping:
             result, sha, failed_step = "failed", job.target, cycle.last_step
             error = "ghhook stopped during this deploy"
@@ -307,6 +350,11 @@ class Deployer:
         return result
 
 
+def _explain(step: StepResult) -> str:
+    headline = _headline(step.output)
+    return f"{step.describe()}: {headline}" if headline else step.describe()
+
+
 def _headline(output: str) -> str:
     """The line of a step's output that best says what went wrong."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
@@ -325,17 +373,31 @@ class Cycle:
         self.settings = deployer.settings
         self.journal = deployer.journal
         self.last_step: str | None = None
+        self.new: str | None = None
         self._seq = 0
 
     def git(self, *args: str) -> list[str]:
         return [self.settings.git, *args]
 
-    async def record(self, name: str, argv: Sequence[str]) -> StepResult:
+    async def record(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> StepResult:
         """Run a step that belongs in the deploy's record."""
         self.last_step = name
-        result = await self.deployer.step(self.job, name, argv)
+        return self.keep(await self.deployer.step(self.job, name, argv, env))
+
+    def keep(self, result: StepResult) -> StepResult:
         self._seq += 1
         self.journal.add_step(self.job.id, self._seq, result)
+        return result
+
+    async def must(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> StepResult:
+        """Run a recorded step that has to succeed."""
+        result = await self.record(name, argv, env)
+        if not result.ok:
+            raise StepFailed(result)
         return result
 
     async def query(self, name: str, argv: Sequence[str]) -> StepResult:
@@ -393,6 +455,18 @@ class Cycle:
         deployed = self.journal.get(DEPLOYED) or before
         if after == deployed:
             return "unchanged", after
+        if after == self.journal.get(ROLLED_BACK):
+            # The pull brought back the commit rolled back before: keep what runs.
+            log.warn(
+                "{sha} was rolled back before; staying on {deployed}",
+                sha=after,
+                deployed=deployed,
+                deploy=self.job.id,
+            )
+            await self.must("reset", self.git("reset", "--hard", deployed))
+            await self.head()
+            return "unchanged", deployed
+        self.new = after
         await self.release(deployed, after)
         self.journal.put(DEPLOYED, after)
         return "deployed", after
@@ -427,11 +501,101 @@ class Cycle:
             # Keeps local edits: --keep refuses rather than overwrite them.
             await self.record("reset", self.git("reset", "--keep", before))
 
+    def release_env(self, old: str, new: str, rollback: bool = False) -> dict[str, str]:
+        """What build and restart commands learn of the deploy."""
+        return {
+            **self.settings.env,
+            "GHHOOK_OLD_SHA": old,
+            "GHHOOK_NEW_SHA": new,
+            "GHHOOK_BRANCH": self.settings.branch,
+            "GHHOOK_DELIVERY": self.job.delivery or "",
+            "GHHOOK_REPO": self.settings.repo,
+            "GHHOOK_ROLLBACK": "1" if rollback else "0",
+        }
+
     async def release(self, old: str, new: str) -> None:
-        """Make the service run ``new``: restart it."""
-        restart = self.settings.restart
-        if restart is None:
+        """Build, restart and check ``new``; on failure, put ``old`` back."""
+        env = self.release_env(old, new)
+        try:
+            for argv in self.settings.builds:
+                await self.must("build", argv, env)
+        except StepFailed as e:
+            # The old service never stopped: rebuild its code, restart nothing.
+            await self.rollback(old, new, e.step, restart=False)
+        try:
+            await self.restart("restart", env)
+            await self.check_health("health")
+        except StepFailed as e:
+            await self.rollback(old, new, e.step, restart=True)
+
+    async def rollback(self, old: str, new: str, failed: StepResult, restart: bool) -> None:
+        """Reset to ``old``, build (and restart and check) it; always raises."""
+        log.error(
+            "deploy {deploy}: {step} failed for {sha}; rolling back to {old}",
+            deploy=self.job.id,
+            step=failed.name,
+            sha=new,
+            old=old,
+        )
+        self.journal.put(ROLLED_BACK, new)
+        env = self.release_env(new, old, rollback=True)
+        try:
+            await self.must("rollback-reset", self.git("reset", "--hard", old))
+            await self.head()
+            for argv in self.settings.builds:
+                await self.must("rollback-build", argv, env)
+            if restart:
+                await self.restart("rollback-restart", env)
+                await self.check_health("rollback-health")
+        except StepFailed as e:
+            raise RollbackFailed(failed, e.step) from None
+        raise RolledBack(failed)
+
+    async def restart(self, name: str, env: Mapping[str, str]) -> None:
+        """Restart by command, or by a signal to the pid in a pidfile."""
+        settings = self.settings
+        if settings.restart is not None:
+            await self.must(name, settings.restart, env)
+        elif settings.restart_signal is not None and settings.restart_pidfile is not None:
+            await self.must(name, self.signal_argv(name), env)
+
+    def signal_argv(self, name: str) -> list[str]:
+        """The argv that signals the pid read from the pidfile now."""
+        settings = self.settings
+        assert settings.restart_signal is not None and settings.restart_pidfile is not None
+        try:
+            text = Path(settings.restart_pidfile).read_text().strip()
+        except OSError as e:
+            self.fail(name, f"cannot read the pidfile {settings.restart_pidfile}: {e.strerror}")
+        if not text.isdigit() or int(text) <= 1:
+            self.fail(name, f"the pidfile {settings.restart_pidfile} holds no pid: {text[:40]!r}")
+        return [sys.executable, "-c", _SIGNAL_SCRIPT, str(settings.restart_signal), text]
+
+    def fail(self, name: str, why: str) -> NoReturn:
+        """Record a step that failed before anything could be run."""
+        now = self.deployer._wall_clock()
+        raise StepFailed(self.keep(StepResult(name, (), None, None, False, now, 0.0, why)))
+
+    async def check_health(self, name: str) -> None:
+        url = self.settings.health_url
+        if url is None or self.deployer.health is None:
             return
-        result = await self.record("restart", restart)
+        if self.deployer._stopping:
+            raise Stopping()
+        self.last_step = name
+        result = self.keep(
+            await self.deployer.health.check(name, url, self.settings.health_timeout)
+        )
+        for listener in self.deployer.listeners:
+            listener.step_finished(result)
         if not result.ok:
             raise StepFailed(result)
+
+
+# Signals a pid and says so; a stale pid fails with Python's own words.
+_SIGNAL_SCRIPT = (
+    "import os, signal, sys\n"
+    "sig, pid = int(sys.argv[1]), int(sys.argv[2])\n"
+    "os.kill(pid, sig)\n"
+    "print(f'sent {signal.Signals(sig).name} to {pid}')\n"
+)

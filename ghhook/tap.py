@@ -10,19 +10,24 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 from pathlib import Path
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from ghhook.admin import Admin
 from ghhook.decision import Tracked
 from ghhook.deployer import Deployer, Settings
 from ghhook.gitrepo import NotAClone, current_branch, git_dir, github_repository, remote_url
+from ghhook.health import HealthCheck
 from ghhook.journal import Journal
+from ghhook.metrics import Metrics
+from ghhook.notify import notify
 from ghhook.runner import ExecutableNotFound, ProcessRunner, find_executable
 from ghhook.signature import load_secrets
 from ghhook.web import Hook, make_site
@@ -125,6 +130,15 @@ class Options(usage.Options):
             "Command run after a pull that moved HEAD; split into words like a shell"
             " would, never run through one.",
         ],
+        [
+            "restart-signal",
+            None,
+            None,
+            "Restart by sending this signal (e.g. HUP) to the pid in --restart-pidfile.",
+        ],
+        ["restart-pidfile", None, None, "Pidfile read at restart time for --restart-signal."],
+        ["health-url", None, None, "URL polled after a restart until it answers 2xx."],
+        ["health-timeout", None, "30", "Seconds the --health-url may take to turn healthy."],
         ["timeout", None, "600", "Seconds each deploy step may run before it is killed."],
         [
             "state",
@@ -137,6 +151,18 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["admin-listen"] = []
+        self["build-cmd"] = []
+
+    def opt_admin_listen(self, endpoint: str) -> None:
+        """Endpoint for /status, the status page, /metrics and /healthz;
+        "none" disables it. Repeatable. [default: tcp:9000:interface=127.0.0.1]"""
+        self["admin-listen"].append(endpoint)
+
+    def opt_build_cmd(self, cmd: str) -> None:
+        """Command run in the clone after a pull that moved HEAD, before the
+        restart (e.g. "pip install -r requirements.txt"). Repeatable, run in order."""
+        self["build-cmd"].append(cmd)
 
     def opt_listen(self, endpoint: str) -> None:
         """Endpoint to serve the hook on, e.g. tcp:8000:interface=127.0.0.1,
@@ -151,6 +177,23 @@ class Options(usage.Options):
             self.check(dict(os.environ))
         except usage.UsageError as e:
             raise SystemExit(f"ghhook: {e}") from None
+
+    def check_restart(self) -> None:
+        """A restart is a command, or a signal to a pidfile's pid: not both."""
+        sig, pidfile = self["restart-signal"], self["restart-pidfile"]
+        if sig is not None:
+            name = sig.upper().removeprefix("SIG")
+            try:
+                self["restart-signal"] = int(getattr(signal.Signals, "SIG" + name))
+            except AttributeError:
+                raise usage.UsageError(f"--restart-signal {sig}: no such signal") from None
+            if pidfile is None:
+                raise usage.UsageError("--restart-signal needs --restart-pidfile FILE")
+            if self["restart-cmd"] is not None:
+                raise usage.UsageError("give --restart-cmd or --restart-signal, not both")
+            self["restart-pidfile"] = str(Path(pidfile).absolute())
+        elif pidfile is not None:
+            raise usage.UsageError("--restart-pidfile goes with --restart-signal SIG")
 
     def check(self, environ: dict[str, str]) -> None:
         """Validate and complete the settings; raise UsageError with one sentence."""
@@ -180,20 +223,40 @@ class Options(usage.Options):
         elif not _GITHUB_NAME.fullmatch(self["github-repo"]):
             raise usage.UsageError(f"--github-repo {self['github-repo']}: expected OWNER/NAME")
         self["timeout"] = _coerce("--timeout", positive_float, self["timeout"])
-        if self["restart-cmd"] is not None:
-            self["restart-cmd"] = _coerce("--restart-cmd", command, self["restart-cmd"])
+        self["health-timeout"] = _coerce("--health-timeout", positive_float, self["health-timeout"])
         self["env"] = child_environment(environ)
+        path = self["env"].get("PATH")
         try:
-            self["git"] = find_executable("git", self["env"].get("PATH"))
+            self["git"] = find_executable("git", path)
             if self["restart-cmd"] is not None:
-                program = find_executable(self["restart-cmd"][0], self["env"].get("PATH"))
-                self["restart-cmd"] = (program, *self["restart-cmd"][1:])
+                self["restart-cmd"] = _program("--restart-cmd", self["restart-cmd"], path)
+            self["build-cmd"] = tuple(
+                _program("--build-cmd", build, path) for build in self["build-cmd"]
+            )
         except ExecutableNotFound as e:
             raise usage.UsageError(str(e)) from None
+        self.check_restart()
+        if self["health-url"] is not None and not re.match(r"https?://[^/\s]+", self["health-url"]):
+            raise usage.UsageError(f"--health-url {self['health-url']}: not an http(s) URL")
+        if not self["admin-listen"]:
+            self["admin-listen"] = ["tcp:9000:interface=127.0.0.1"]
+        if "none" in self["admin-listen"]:
+            self["admin-listen"] = []
+        for endpoint in self["admin-listen"]:
+            _check_endpoint("--admin-listen", endpoint)
         rundir = getattr(self, "parent", None) and self.parent.get("rundir")
         self["state"] = str(Path(rundir or ".", self["state"]).absolute())
         for endpoint in self["listen"]:
             _check_endpoint("--listen", endpoint)
+
+
+def _program(option: str, value: str, path: str | None) -> tuple[str, ...]:
+    """Split a command and find its program on PATH, once, at start-up."""
+    argv = _coerce(option, command, value)
+    try:
+        return (find_executable(argv[0], path), *argv[1:])
+    except ExecutableNotFound as e:
+        raise usage.UsageError(f"{option} {value}: {e}") from None
 
 
 def _coerce(option: str, coerce: Any, value: Any) -> Any:
@@ -224,6 +287,11 @@ class GhhookService(MultiService):
     def startService(self) -> None:
         self.journal.open()
         super().startService()
+        # systemd (Type=notify) learns we are ready once every port listens.
+        ports = [getattr(child, "_waitingForPort", None) for child in self]
+        gatherResults([p for p in ports if p is not None]).addCallback(
+            lambda _: notify(b"READY=1")
+        ).addErrback(lambda f: log.failure("a listener failed to start", f))
         log.info(
             "ghhook serving {repo} ({branch}), head deployed: {sha}",
             repo=self.deployer.settings.repo,
@@ -258,18 +326,36 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         restart=config["restart-cmd"],
         timeout=config["timeout"],
         env=config["env"],
+        builds=config["build-cmd"],
+        restart_signal=config["restart-signal"],
+        restart_pidfile=config["restart-pidfile"],
+        health_url=config["health-url"],
+        health_timeout=config["health-timeout"],
     )
     journal = Journal(config["state"])
-    deployer = Deployer(settings, ProcessRunner(reactor), journal, reactor)
+    metrics = Metrics()
+    deployer = Deployer(
+        settings,
+        ProcessRunner(reactor),
+        journal,
+        reactor,
+        listeners=[metrics],
+        health=HealthCheck(reactor),
+    )
     hook = Hook(
         config["secrets"],
         Tracked(branch=config["branch"], repository=config["github-repo"]),
         deployer,
         journal,
         path=config["path"],
+        counter=metrics,
     )
     top = GhhookService(journal, deployer)
     site = make_site(hook.resource())
     for endpoint in config["listen"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)
+    # The admin pages take no request bodies worth more than a few bytes.
+    admin_site = make_site(Admin(deployer, journal, metrics).resource(), max_body=64 * 1024)
+    for endpoint in config["admin-listen"]:
+        strports.service(endpoint, admin_site, reactor=reactor).setServiceParent(top)
     return top

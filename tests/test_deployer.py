@@ -15,7 +15,9 @@ A, B, C, D = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
 
 
 class Engine:
-    def __init__(self, tmp_path: Path, restart: bool = True) -> None:
+    def __init__(
+        self, tmp_path: Path, restart: bool = True, builds: tuple[tuple[str, ...], ...] = ()
+    ) -> None:
         git_dir = tmp_path / "clone" / ".git"
         git_dir.mkdir(parents=True)
         (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
@@ -32,6 +34,7 @@ class Engine:
             restart=("/bin/restart-app",) if restart else None,
             timeout=30.0,
             env={"PATH": "/usr/bin"},
+            builds=builds,
         )
         self.deployer = Deployer(
             self.settings, self.runner, self.journal, self.clock, wall_clock=self.clock.seconds
@@ -145,19 +148,77 @@ def test_timed_out_pull_is_recorded_as_timeout(engine: Engine) -> None:
     assert engine.result(1)["result"] == "timeout"
 
 
-def test_failed_restart_is_retried_by_the_next_cycle(engine: Engine) -> None:
-    """HEAD moved but the service did not restart: the next cycle restarts it."""
+def test_failed_restart_rolls_back_and_the_bad_sha_is_not_redeployed(engine: Engine) -> None:
     engine.deployer.start()
     engine.turn()
     engine.runner.pull_to(B)
     engine.runner.outstanding.finish(3, "unit failed")
-    assert engine.result(1)["result"] == "failed"
+    reset = engine.runner.outstanding
+    assert reset.name == "rollback-reset" and reset.argv[-3:] == ("reset", "--hard", A)
+    engine.runner.head = A
+    reset.finish(0)
+    again = engine.runner.outstanding
+    assert again.name == "rollback-restart"
+    assert again.env["GHHOOK_NEW_SHA"] == A and again.env["GHHOOK_ROLLBACK"] == "1"
+    again.finish(0)
+    deploy = engine.result(1)
+    assert deploy["result"] == "rolled_back" and deploy["failed_step"] == "restart"
+    assert "unit failed" in deploy["error"]
     assert engine.journal.get(DEPLOYED) == A
-    sub = engine.deployer.submit(B, "retry")
+    assert engine.deployer.submit(B, "redelivered") is None, "no loop on the bad sha"
+    sub = engine.deployer.submit(C, "the fix")
     engine.turn()
-    assert engine.runner.names() == ["pull", "restart", "restart"]
+    engine.runner.pull_to(C)
     engine.runner.outstanding.finish(0)
     assert engine.result(sub.deploy)["result"] == "deployed"
+
+
+def test_failing_rollback_is_a_failed_deploy(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(B)
+    engine.runner.outstanding.finish(1, "restart broke")
+    engine.runner.outstanding.finish(0)  # rollback-reset
+    engine.runner.outstanding.finish(1, "still broken")  # rollback-restart
+    deploy = engine.result(1)
+    assert deploy["result"] == "failed"
+    assert "rollback failed too" in deploy["error"] and "still broken" in deploy["error"]
+
+
+def test_build_runs_before_restart_with_the_deploy_in_its_environment(tmp_path: Path) -> None:
+    engine = Engine(tmp_path, builds=(("make", "assets"), ("pip", "install", "-r", "req.txt")))
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(A)
+    engine.deployer.submit(B, "d-9")
+    engine.turn()
+    engine.runner.pull_to(B)
+    first = engine.runner.outstanding
+    assert (first.name, first.argv) == ("build", ("make", "assets"))
+    assert first.env["GHHOOK_OLD_SHA"] == A and first.env["GHHOOK_NEW_SHA"] == B
+    assert first.env["GHHOOK_BRANCH"] == "main" and first.env["GHHOOK_DELIVERY"] == "d-9"
+    assert first.env["GHHOOK_REPO"] == engine.settings.repo and first.env["PATH"] == "/usr/bin"
+    first.finish(0)
+    engine.runner.outstanding.finish(0)
+    restart = engine.runner.outstanding
+    assert restart.name == "restart" and restart.env["GHHOOK_NEW_SHA"] == B
+    restart.finish(0)
+    assert engine.result(2)["result"] == "deployed"
+
+
+def test_failing_build_rolls_back_and_rebuilds_without_restarting(tmp_path: Path) -> None:
+    engine = Engine(tmp_path, builds=(("make",),))
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(B)
+    engine.runner.outstanding.finish(2, "make: *** [all] Error 1")
+    engine.runner.outstanding.finish(0)  # rollback-reset
+    rebuild = engine.runner.outstanding
+    assert rebuild.name == "rollback-build" and rebuild.env["GHHOOK_NEW_SHA"] == A
+    rebuild.finish(0)
+    assert engine.runner.names() == ["pull", "build", "rollback-reset", "rollback-build"]
+    deploy = engine.result(1)
+    assert deploy["result"] == "rolled_back" and deploy["failed_step"] == "build"
 
 
 def test_stop_interrupts_the_running_step_and_starts_no_more(engine: Engine) -> None:
