@@ -10,7 +10,6 @@ Exits 0 only if the deploy happened.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -29,39 +28,7 @@ from tests.gitfixture import GitFixture  # noqa: E402
 BIN = Path(sys.executable).parent
 TICK = threading.Event()  # never set; wait() is a bounded poll's interval
 
-SERVICE = '''\
-"""The demo's service: answers with the version in app.txt it started with."""
-import http.server, pathlib, sys
-VERSION = pathlib.Path("app.txt").read_text().strip()
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = VERSION.encode() + b"\\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-'''
-
-RESTART = '''\
-"""Restart the demo service: stop the old one (pidfile), start the new one."""
-import os, pathlib, signal, subprocess, sys
-pidfile, port = pathlib.Path(sys.argv[1]), sys.argv[2]
-if pidfile.exists():
-    try:
-        os.kill(int(pidfile.read_text()), signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-service = subprocess.Popen(
-    [sys.executable, "service.py", port],
-    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    start_new_session=True,
-)
-pidfile.write_text(str(service.pid))
-print(f"service restarted as pid {service.pid} on port {port}")
-'''
+SERVICE = ROOT / "tests" / "service.py"  # serves app.txt; its restart command
 
 
 def free_port() -> int:
@@ -97,12 +64,8 @@ def main() -> int:
     hook_port, service_port = free_port(), free_port()
     secret = work / "secret"
     secret.write_text(os.urandom(16).hex() + "\n")
-    git.commit("service.py", SERVICE, "add the demo service")
-    git.push()
-    subprocess.run(["git", "pull", "--quiet"], cwd=git.clone, check=True)
-    (work / "restart_service.py").write_text(RESTART)
     service_pid = work / "service.pid"
-    restart_cmd = f"{sys.executable} {work / 'restart_service.py'} {service_pid} {service_port}"
+    restart_cmd = f"{sys.executable} {SERVICE} restart {service_pid} {service_port}"
     subprocess.run(restart_cmd.split(), cwd=git.clone, check=True, capture_output=True)
     service_url = f"http://127.0.0.1:{service_port}/"
     wait_for("the demo service", lambda: fetch(service_url)[0] == 200)
@@ -113,13 +76,25 @@ def main() -> int:
     say("starting twistd -n ghhook on loopback")
     log_path = work / "ghhook.log"
     argv = [
-        str(BIN / "twistd"), "-n", "--pidfile", str(work / "twistd.pid"), "ghhook",
-        "--repo", str(git.clone),
-        "--secret-file", str(secret),
-        "--listen", f"tcp:{hook_port}:interface=127.0.0.1",
-        "--admin-listen", "none",
-        "--state", str(work / "ghhook.sqlite3"),
-        "--restart-cmd", restart_cmd,
+        str(BIN / "twistd"),
+        "-n",
+        "--pidfile",
+        str(work / "twistd.pid"),
+        "ghhook",
+        "--repo",
+        str(git.clone),
+        "--secret-file",
+        str(secret),
+        "--listen",
+        f"tcp:{hook_port}:interface=127.0.0.1",
+        "--admin-listen",
+        "none",
+        "--health-url",
+        f"http://127.0.0.1:{service_port}/health",
+        "--state",
+        str(work / "ghhook.sqlite3"),
+        "--restart-cmd",
+        restart_cmd,
     ]
     print(" ".join(argv))
     log = open(log_path, "wb")
@@ -137,9 +112,23 @@ def main() -> int:
 
         say("sending a signed push delivery with `python -m ghhook send`")
         send = subprocess.run(
-            [sys.executable, "-m", "ghhook", "send", "--url", hook + "/github",
-             "--secret-file", str(secret), "--event", "push", "--repo-dir", str(git.work)],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "ghhook",
+                "send",
+                "--url",
+                hook + "/github",
+                "--secret-file",
+                str(secret),
+                "--event",
+                "push",
+                "--repo-dir",
+                str(git.work),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         print(send.stdout.strip() or send.stderr.strip())
         if send.returncode != 0:
