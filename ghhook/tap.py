@@ -155,19 +155,15 @@ class Options(usage.Options):
         self["build-cmd"] = []
 
     def opt_admin_listen(self, endpoint: str) -> None:
-        """Endpoint for /status, the status page, /metrics and /healthz;
-        "none" disables it. Repeatable. [default: tcp:9000:interface=127.0.0.1]"""
+        """Endpoint for /status, the status page, /metrics and /healthz; "none" disables it. Repeatable. [default: tcp:9000:interface=127.0.0.1]"""
         self["admin-listen"].append(endpoint)
 
     def opt_build_cmd(self, cmd: str) -> None:
-        """Command run in the clone after a pull that moved HEAD, before the
-        restart (e.g. "pip install -r requirements.txt"). Repeatable, run in order."""
+        """Command run in the clone after a pull that moved HEAD, before the restart (e.g. "pip install -r requirements.txt"). Repeatable, run in order."""
         self["build-cmd"].append(cmd)
 
     def opt_listen(self, endpoint: str) -> None:
-        """Endpoint to serve the hook on, e.g. tcp:8000:interface=127.0.0.1,
-        unix:/run/ghhook.sock or systemd:domain=INET:index=0. Repeatable.
-        [default: tcp:8000]"""
+        """Endpoint to serve the hook on, e.g. tcp:8000:interface=127.0.0.1, unix:/run/ghhook.sock or systemd:domain=INET:index=0. Repeatable. [default: tcp:8000]"""
         self["listen"].append(endpoint)
 
     def postOptions(self) -> None:
