@@ -285,9 +285,11 @@ class Deployer:
             sha=job.target,
             delivery=job.delivery,
         )
+        sha: str | None
+        failed_step: str | None = None
+        error: str | None = None
         try:
             result, sha = await cycle.run()
-            failed_step = error = None
         except StepFailed as e:
             result = "timeout" if e.step.timed_out else "failed"
             sha, failed_step, error = job.target, e.step.name, _explain(e.step)

@@ -246,7 +246,8 @@ class ProcessRunner:
 
         def finished(status: tuple[int | None, int | None]) -> None:
             running.cancel_timers()
-            self._running.pop(running.pid, None)
+            if running.pid is not None:
+                self._running.pop(running.pid, None)
             exit_code, sig = status
             result = StepResult(
                 name=name,

@@ -240,7 +240,8 @@ class Options(usage.Options):
             self["admin-listen"] = []
         for endpoint in self["admin-listen"]:
             _check_endpoint("--admin-listen", endpoint)
-        rundir = getattr(self, "parent", None) and self.parent.get("rundir")
+        parent = getattr(self, "parent", None)
+        rundir = parent.get("rundir") if parent is not None else None
         self["state"] = str(Path(rundir or ".", self["state"]).absolute())
         for endpoint in self["listen"]:
             _check_endpoint("--listen", endpoint)

@@ -285,7 +285,9 @@ class CappedRequest(Request):
             + b"\n"
         )
         log.warn("refused a body over {limit} bytes", limit=self.max_body)
-        self.channel.transport.write(
+        transport = self.channel.transport
+        assert transport is not None
+        transport.write(
             b"HTTP/1.1 413 Request Entity Too Large\r\n"
             b"Content-Type: application/json\r\n"
             b"Connection: close\r\n"
