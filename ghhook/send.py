@@ -1,0 +1,376 @@
+"""
+``python -m ghhook send``: post a signed, GitHub-shaped delivery to a hook.
+
+For trying a deployment end to end without GitHub: the body comes from
+:mod:`ghhook.payloads` (what GitHub sends), it is signed with both of
+GitHub's signatures, and the answer's status decides the exit status.
+
+Exit statuses: 0 for a 2xx answer, 1 for any other answer, 2 when the
+delivery cannot be built (options, secret, clone), 3 when no answer came
+(refused, unresolvable, timed out, connection lost). Every failure is one
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.internet import error as internet_error
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import react
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+
+import ghhook
+from ghhook.delivery import SHA_RE, ZERO_SHA
+from ghhook.gitrepo import NotAClone, current_branch, git_dir, github_repository, remote_url
+from ghhook.payloads import delivery_headers, encode, ping_payload, push_payload
+from ghhook.runner import ExecutableNotFound, find_executable
+from ghhook.tap import child_environment, positive_float, read_secrets
+
+EVENTS = ("ping", "push")
+DEFAULT_REPOSITORY = "example/app"
+DEFAULT_BRANCH = "main"
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_NO_ANSWER = 3
+
+
+class CannotSend(Exception):
+    """The delivery cannot be built or delivered; the message is one line."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SendOptions(usage.Options):
+    synopsis = "--url URL --event ping|push [options]"
+    longdesc = (
+        "Post a delivery shaped and signed like GitHub's (X-Hub-Signature-256 and"
+        " X-Hub-Signature, a fresh X-GitHub-Delivery) and print the answer. A push"
+        " defaults to the HEAD of --repo-dir and its branch, so it asks the hook to"
+        " deploy what is checked out there. Exits 0 on a 2xx answer."
+    )
+
+    optParameters: list[list[Any]] = [
+        ["url", None, None, "The hook's URL, e.g. http://127.0.0.1:8000/github (required)."],
+        [
+            "secret-file",
+            None,
+            None,
+            "File holding the webhook secret; the first line signs."
+            " Default: $GHHOOK_SECRET, else $GITHUB_SECRET.",
+        ],
+        ["event", None, None, "ping or push (required; a push may deploy)."],
+        [
+            "ref",
+            None,
+            None,
+            "The pushed ref. Default: refs/heads/<branch checked out in --repo-dir>,"
+            " else refs/heads/main.",
+        ],
+        ["after", None, None, "The pushed sha. Default: HEAD of --repo-dir."],
+        [
+            "before",
+            None,
+            None,
+            "The sha the ref pointed at before. Default: the parent of --after"
+            " when --repo-dir has it, else the zero sha.",
+        ],
+        ["repo-dir", None, ".", "The clone to read HEAD, branch and remote from."],
+        [
+            "github-repo",
+            None,
+            None,
+            "OWNER/NAME in the payload. Default: from the origin remote of"
+            " --repo-dir when it is on GitHub, else example/app.",
+        ],
+        ["timeout", None, "30", "Seconds to wait for the answer."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["url"] is None:
+            raise usage.UsageError("--url is required, e.g. --url http://127.0.0.1:8000/github")
+        self["url"] = check_url(self["url"])
+        if self["event"] not in EVENTS:
+            given = "is required" if self["event"] is None else f"{self['event']}: unknown event"
+            raise usage.UsageError(f"--event {given}; give ping or push")
+        for name in ("after", "before"):
+            if self[name] is not None:
+                self[name] = check_sha(f"--{name}", self[name])
+        if self["ref"] is not None and not self["ref"].startswith("refs/"):
+            raise usage.UsageError(f"--ref {self['ref']}: expected a full ref like refs/heads/main")
+        if self["github-repo"] is not None:
+            owner, slash, name = self["github-repo"].partition("/")
+            if not (owner and slash and name) or "/" in name:
+                raise usage.UsageError(f"--github-repo {self['github-repo']}: expected OWNER/NAME")
+        try:
+            self["timeout"] = positive_float(self["timeout"])
+        except ValueError as e:
+            raise usage.UsageError(f"--timeout {self['timeout']}: {e}") from None
+        self["secret"] = read_secrets(self["secret-file"], dict(os.environ))[0]
+        self["clone"] = inspect_clone(Path(self["repo-dir"]))
+
+    def getSynopsis(self) -> str:
+        return f"Usage: python -m ghhook send {self.synopsis}"
+
+    def opt_version(self) -> NoReturn:
+        """Print the version and exit."""
+        _print_version()
+
+
+class Options(usage.Options):
+    synopsis = "Usage: python -m ghhook COMMAND [options]"
+    longdesc = "Tools around a ghhook daemon (the daemon itself runs as `twistd ghhook`)."
+    subCommands = [
+        ["send", None, SendOptions, "Post a signed test delivery to a hook."],
+    ]
+
+    def opt_version(self) -> NoReturn:
+        """Print the version and exit."""
+        _print_version()
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("give a command: send (see --help)")
+
+
+def _print_version() -> NoReturn:
+    print(f"ghhook {ghhook.__version__}")
+    sys.exit(0)
+
+
+@attrs.frozen
+class Clone:
+    """What a clone says about the defaults; all None when it is no clone."""
+
+    work_tree: Path
+    branch: str | None
+    repository: str | None
+    is_clone: bool
+
+
+def inspect_clone(work_tree: Path) -> Clone:
+    """Read the branch and the GitHub repository from a clone's files."""
+    try:
+        gdir = git_dir(work_tree)
+    except NotAClone:
+        return Clone(work_tree, None, None, False)
+    url = remote_url(gdir, "origin")
+    return Clone(
+        work_tree,
+        current_branch(gdir),
+        github_repository(url) if url else None,
+        True,
+    )
+
+
+def check_url(url: str) -> str:
+    """An absolute http(s) URL with a host, or a :class:`usage.UsageError`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as e:
+        raise usage.UsageError(f"--url {url}: not a valid URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise usage.UsageError(
+            f"--url {url}: expected an http:// or https:// URL with a host,"
+            " e.g. http://127.0.0.1:8000/github"
+        )
+    return url
+
+
+def check_sha(option: str, value: str) -> str:
+    if not SHA_RE.fullmatch(value):
+        raise usage.UsageError(f"{option} {value}: not a full 40-hex-digit commit sha")
+    return value.lower()
+
+
+async def rev_parse(reactor: Any, git: str, work_tree: Path, revision: str) -> str | None:
+    """The commit sha ``revision`` names in ``work_tree``, or None."""
+    out, _err, code = await getProcessOutputAndValue(
+        git,
+        ("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"),
+        env=child_environment(dict(os.environ)),
+        path=str(work_tree),
+        reactor=reactor,
+    )
+    sha = out.decode("ascii", "replace").strip()
+    if code != 0 or not SHA_RE.fullmatch(sha):
+        return None
+    return sha.lower()
+
+
+async def build_payload(reactor: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's payload, its defaults filled in from the clone."""
+    clone: Clone = config["clone"]
+    repository = config["github-repo"] or clone.repository or DEFAULT_REPOSITORY
+    if config["event"] == "ping":
+        return ping_payload(repository)
+    after, before = config["after"], config["before"]
+    if after is None or before is None:
+        git = _git() if clone.is_clone else None
+        if after is None:
+            if git is None:
+                reason = "git is not on PATH" if clone.is_clone else "not a git work tree (no .git)"
+                raise CannotSend(
+                    f"--repo-dir {clone.work_tree}: {reason}; give --after SHA", EXIT_USAGE
+                )
+            after = await rev_parse(reactor, git, clone.work_tree, "HEAD")
+            if after is None:
+                raise CannotSend(
+                    f"--repo-dir {clone.work_tree}: HEAD names no commit; give --after SHA",
+                    EXIT_USAGE,
+                )
+        if before is None:
+            parent = None
+            if git is not None:
+                parent = await rev_parse(reactor, git, clone.work_tree, f"{after}~1")
+            before = parent or ZERO_SHA
+    ref = config["ref"] or f"refs/heads/{clone.branch or DEFAULT_BRANCH}"
+    return push_payload(after=after, before=before, ref=ref, repository=repository)
+
+
+def _git() -> str | None:
+    try:
+        return find_executable("git", os.environ.get("PATH"))
+    except ExecutableNotFound:
+        return None
+
+
+@attrs.frozen
+class Answer:
+    code: int
+    phrase: str
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+
+async def post(
+    reactor: Any, url: str, body: bytes, headers: dict[str, str], timeout: float
+) -> Answer:
+    """POST ``body`` and read the whole answer, or raise :class:`CannotSend`."""
+    import treq
+
+    timed_out = False
+    d = treq.post(
+        url,
+        data=body,
+        headers=Headers({name: [value] for name, value in headers.items()}),
+        persistent=False,
+        reactor=reactor,
+    )
+
+    def expire() -> None:
+        nonlocal timed_out
+        timed_out = True
+        d.cancel()
+
+    timer = reactor.callLater(timeout, expire)
+    try:
+        response = await d
+        content = await response.content()
+    except Exception as e:  # noqa: BLE001 - every way of not answering is one line
+        if timed_out:
+            reason = f"no answer within {timeout:g} s"
+        else:
+            reason = describe_failure(e)
+        raise CannotSend(f"cannot deliver to {url}: {reason}", EXIT_NO_ANSWER) from None
+    finally:
+        if timer.active():
+            timer.cancel()
+    phrase = response.phrase.decode("latin-1", "replace") if response.phrase else ""
+    return Answer(response.code, phrase, content)
+
+
+def describe_failure(e: BaseException) -> str:
+    """One sentence for an error raised while connecting or reading an answer."""
+    if isinstance(e, internet_error.ConnectionRefusedError):
+        return "connection refused (is ghhook listening there?)"
+    if isinstance(e, internet_error.DNSLookupError):
+        return "the host name does not resolve"
+    if isinstance(e, CancelledError):
+        return "cancelled"
+    # The HTTP client wraps what went wrong in a list of failures.
+    reasons: Sequence[Failure] = getattr(e, "reasons", None) or ()
+    for reason in reasons:
+        inner = reason.value
+        if inner is not None and not reason.check(CancelledError):
+            detail = describe_failure(inner) if inner is not e else str(inner)
+            return f"the connection failed before a whole answer came: {detail}"
+    text = " ".join(str(e).split())
+    if type(e).__module__.startswith("OpenSSL"):
+        # pyOpenSSL's errors hold a list of (library, function, reason).
+        queue = e.args[0] if e.args and isinstance(e.args[0], list) else []
+        details = [str(entry[-1]) for entry in queue if isinstance(entry, tuple) and entry]
+        return "TLS failed: " + ("; ".join(d for d in details if d) or text)
+    if type(e).__module__ == internet_error.__name__ and text:
+        return text  # Twisted's own sentences say enough
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def print_answer(answer: Answer, out: TextIO) -> None:
+    print(f"{answer.code} {answer.phrase}".rstrip(), file=out)
+    text = answer.body.decode("utf-8", "replace").strip()
+    if text:
+        print(text, file=out)
+
+
+async def send(reactor: Any, config: Mapping[str, Any], out: TextIO = sys.stdout) -> int:
+    """Build, sign and post the delivery; print the answer; return the exit status."""
+    payload = await build_payload(reactor, config)
+    body = encode(payload)
+    headers = delivery_headers(body, config["secret"], config["event"])
+    answer = await post(reactor, config["url"], body, headers, config["timeout"])
+    print_answer(answer, out)
+    return EXIT_OK if answer.ok else EXIT_REFUSED
+
+
+async def _react_main(reactor: Any, config: Mapping[str, Any]) -> None:
+    try:
+        code = await send(reactor, config)
+    except CannotSend as e:
+        print(f"ghhook send: {e}", file=sys.stderr)
+        code = e.code
+    sys.stdout.flush()
+    if code:
+        raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Parse ``argv`` (default: the command line) and run the command."""
+    config = Options()
+    try:
+        config.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        prefix = f"ghhook {config.subCommand}" if config.subCommand else "ghhook"
+        print(f"{prefix}: {e}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    react(_react_main, (config.subOptions,))
+
+
+__all__ = [
+    "Answer",
+    "CannotSend",
+    "Options",
+    "SendOptions",
+    "build_payload",
+    "describe_failure",
+    "main",
+    "post",
+    "send",
+]
