@@ -72,6 +72,8 @@ class Daemon:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_port = free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.log_path = workdir / "ghhook.log"
         secret_file = workdir / "secret"
         secret_file.write_bytes(SECRET + b"\n")
@@ -88,6 +90,8 @@ class Daemon:
             f"tcp:{self.port}:interface=127.0.0.1",
             "--state",
             str(workdir / "ghhook.sqlite3"),
+            "--admin-listen",
+            f"tcp:{self.admin_port}:interface=127.0.0.1",
             *extra,
         ]
         self.env = env or environment()
@@ -123,9 +127,10 @@ class Daemon:
         path: str,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        base: str | None = None,
     ) -> tuple[int, Any]:
         request = urllib.request.Request(
-            self.url + path, data=body, method=method, headers=headers or {}
+            (base or self.url) + path, data=body, method=method, headers=headers or {}
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -135,6 +140,12 @@ class Daemon:
 
     def get(self, path: str) -> tuple[int, Any]:
         return self.request("GET", path)
+
+    def status(self) -> dict[str, Any]:
+        """The admin listener's /status document."""
+        code, document = self.request("GET", "/status", base=self.admin_url)
+        assert code == 200
+        return dict(document)
 
     def deliver(
         self, event: str, payload: dict[str, Any], delivery: str | None = None

@@ -38,6 +38,12 @@ def test_signed_push_pulls_and_restarts(git: GitFixture, daemon: Daemon) -> None
     assert (git.clone / "app.txt").read_text() == "version 2\n"
     eventually(lambda: f"deployed: {sha}" in daemon.log(), what="the deployed sha in the log")
     assert "e2e secret" not in daemon.log()
+    status = eventually(lambda: (s := daemon.status())["deploys"][0]["result"] == "deployed" and s)
+    assert status["head"] == sha and status["busy"] is False
+    latest = status["deploys"][0]
+    assert latest["sha"] == sha and latest["delivery"] == "e2e-1"
+    assert [step["name"] for step in latest["steps"]] == ["pull", "restart"]
+    assert daemon.get("/status")[0] == 404, "the public listener serves only the hook and /healthz"
 
 
 def test_unsigned_and_ignored_deliveries_over_real_http(git: GitFixture, daemon: Daemon) -> None:
@@ -104,6 +110,8 @@ def test_daemonized_with_pidfile_and_logfile(git: GitFixture, tmp_path: Path) ->
         str(tmp_path / "secret"),
         "--listen",
         f"tcp:{port_daemon.port}:interface=127.0.0.1",
+        "--admin-listen",
+        "none",
     ]
     done = run_twistd(args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -163,6 +171,8 @@ def test_bad_settings_exit_with_one_clear_line(
                     *args,
                     "--listen",
                     f"tcp:{port}:interface=127.0.0.1",
+                    "--admin-listen",
+                    "none",
                 ],
                 tmp_path,
                 environment(**env),
@@ -170,7 +180,11 @@ def test_bad_settings_exit_with_one_clear_line(
         assert done.returncode != 0
         assert "Address already in use" in done.stdout + done.stderr
         return
-    done = run_twistd(["-n", "--pidfile=", "ghhook", *args], tmp_path, environment(**env))
+    done = run_twistd(
+        ["-n", "--pidfile=", "ghhook", *args, "--admin-listen", "none"],
+        tmp_path,
+        environment(**env),
+    )
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert fragment in output and "Traceback" not in output, output
