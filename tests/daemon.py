@@ -42,6 +42,15 @@ def eventually(predicate: Callable[[], Any], within: float = 20.0, what: str = "
         _TICK.wait(0.02)  # the interval of a bounded poll
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GHHOOK_SECRET", "GITHUB_SECRET")}
     env["PYTHONPATH"] = str(ROOT)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon, environment, eventually, run_twistd
+from tests.daemon import Daemon, alive, environment, eventually, run_twistd
 from tests.gitfixture import GitFixture
 from tests.gitfixture import git as run_git
 
@@ -223,14 +223,6 @@ def _gated_remote(git: GitFixture, tmp_path: Path) -> Path:
     return gate
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_sigkill_mid_deploy_then_restart_catches_up(git: GitFixture, tmp_path: Path) -> None:
     gate = _gated_remote(git, tmp_path)
     first = Daemon(tmp_path, git.clone, "--restart-cmd", RESTART).start()
@@ -239,12 +231,12 @@ def test_sigkill_mid_deploy_then_restart_catches_up(git: GitFixture, tmp_path: P
     assert first.push(sha)[0] == 202
     orphan = int((tmp_path / "upload-pack.pid").read_text())
     first.stop(signal.SIGKILL)
-    assert _alive(orphan), "the pull's process group outlives a SIGKILLed daemon"
+    assert alive(orphan), "the pull's process group outlives a SIGKILLed daemon"
     (tmp_path / "upload-pack.pid").unlink()
 
     second = Daemon(tmp_path, git.clone, "--restart-cmd", RESTART).start()
     try:
-        eventually(lambda: not _alive(orphan), what="the orphaned pull killed at start")
+        eventually(lambda: not alive(orphan), what="the orphaned pull killed at start")
         eventually(lambda: (tmp_path / "upload-pack.pid").exists(), what="the new catch-up fetch")
         gate.touch()
         eventually(lambda: restarts(git) == [sha], what="one restart for the missed push")

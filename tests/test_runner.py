@@ -12,6 +12,7 @@ import pytest_twisted
 from twisted.logger import globalLogPublisher
 
 from ghhook.runner import ProcessRunner, StepResult, find_executable
+from tests.daemon import alive
 
 SH = shutil.which("sh") or "/bin/sh"
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -29,15 +30,6 @@ async def run(
     runner = ProcessRunner(reactor(), kill_grace=kill_grace)
     d = runner.run("step", argv, cwd=kw.pop("cwd", "/"), env=kw.pop("env", ENV), timeout=timeout)
     return await d.addTimeout(60, reactor())
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie waiting to be reaped does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def eventually(predicate: Any, within: float = 10.0) -> None:

@@ -7,7 +7,6 @@ its signatures with :func:`ghhook.signature.verify`.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from twisted.web._newclient import ResponseNeverReceived
 from ghhook.delivery import ZERO_SHA
 from ghhook.send import Options, SendOptions, build_payload, describe_failure
 from ghhook.signature import SHA1_HEADER, SHA256_HEADER, verify
+from tests.daemon import environment
 from tests.gitfixture import GitFixture
 from tests.gitfixture import git as run_git
 
@@ -104,13 +104,6 @@ def secret_file(tmp_path: Path) -> Path:
     # The first line signs; a second (old) secret is there for rotation.
     path.write_bytes(SECRET + b"\nold secret\n")
     return path
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GHHOOK_SECRET", "GITHUB_SECRET")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
 
 
 def send(
