@@ -431,17 +431,9 @@ class Cycle:
         await self.repair()
         branch = current_branch(Path(self.settings.git_dir))
         if branch != self.settings.branch:
-            raise StepFailed(
-                StepResult(
-                    "check-branch",
-                    (),
-                    1,
-                    None,
-                    False,
-                    self.deployer._wall_clock(),
-                    0.0,
-                    f"the clone is on {branch or 'a detached HEAD'}, not {self.settings.branch}",
-                )
+            self.fail(
+                "check-branch",
+                f"the clone is on {branch or 'a detached HEAD'}, not {self.settings.branch}",
             )
         before = await self.head()
         self.journal.set_before(self.job.id, before)
