@@ -129,6 +129,17 @@ def cpu_busy(cpu: int) -> float:
     raise CannotRun(f"no cpu{cpu} in /proc/stat")
 
 
+def filesystem(path: Path) -> str | None:
+    """The type of the file system ``path`` is on, from /proc/mounts."""
+    best, kind = "", None
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mount, fstype, *_ = line.split()
+        inside = str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, kind = mount, fstype
+    return kind
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -728,9 +739,7 @@ class Bench:
                 costs.append(time.perf_counter() - t0)
         finally:
             journal.close()
-        fs = subprocess.run(
-            ["stat", "-f", "-c", "%T", str(self.tmp)], capture_output=True, text=True, check=False
-        ).stdout.strip()
+        fs = filesystem(self.tmp)
         slow = [c for c in costs if c > 0.001]
         self.figures["journal"] = emit(
             "journal_write_us",
@@ -738,7 +747,7 @@ class Bench:
             over_1ms=len(slow),
             ms_in_those=round(sum(slow) * 1000, 1),
             what="Journal.add_delivery + queue_deploy, WAL, synchronous=NORMAL",
-            filesystem=fs or None,
+            filesystem=fs,
         )
 
     def finish(self) -> None:
