@@ -7,6 +7,7 @@ twistd with one line before anything listens or runs.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shlex
@@ -17,6 +18,8 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -34,6 +37,8 @@ from ghhook.web import Hook, make_site
 
 log = Logger(namespace="ghhook")
 
+#: Seconds between two WAL checkpoints of the journal (in a thread).
+CHECKPOINT_INTERVAL = 30.0
 SECRET_VARIABLES = ("GHHOOK_SECRET", "GITHUB_SECRET")
 _GITHUB_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
@@ -276,13 +281,19 @@ def _check_endpoint(option: str, description: str) -> None:
 class GhhookService(MultiService):
     """Opens the journal, then listens, then queues the catch-up deploy."""
 
-    def __init__(self, journal: Journal, deployer: Deployer) -> None:
+    def __init__(self, journal: Journal, deployer: Deployer, reactor: Any) -> None:
         super().__init__()
         self.journal = journal
         self.deployer = deployer
+        self._checkpoints = LoopingCall(
+            lambda: deferToThreadPool(reactor, reactor.getThreadPool(), journal.checkpoint)
+        )
+        self._checkpoints.clock = reactor
 
     def startService(self) -> None:
         self.journal.open()
+        self.journal.checkpoint_elsewhere()
+        self._checkpoints.start(CHECKPOINT_INTERVAL, now=False)
         super().startService()
         # systemd (Type=notify) learns we are ready once every port listens.
         ports = [getattr(child, "_waitingForPort", None) for child in self]
@@ -296,6 +307,10 @@ class GhhookService(MultiService):
             sha=self.journal.get("deployed"),
         )
         self.deployer.start()
+        # Everything loaded at start lives as long as the daemon: keep it out
+        # of the collector's full passes, which would pause the reactor.
+        gc.collect()
+        gc.freeze()
 
     def stopService(self) -> Deferred[None]:
         # Stop listening first, then let the deploy finish or kill it.
@@ -305,6 +320,9 @@ class GhhookService(MultiService):
         return d
 
     def _closed(self, result: object) -> object:
+        if self._checkpoints.running:
+            self._checkpoints.stop()
+        self.journal.checkpoint()
         self.journal.close()
         return result
 
@@ -347,7 +365,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         path=config["path"],
         counter=metrics,
     )
-    top = GhhookService(journal, deployer)
+    top = GhhookService(journal, deployer, reactor)
     site = make_site(hook.resource())
     for endpoint in config["listen"]:
         strports.service(endpoint, site, reactor=reactor).setServiceParent(top)

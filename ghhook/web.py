@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -34,6 +35,8 @@ log = Logger(namespace="ghhook.web")
 MAX_BODY = 25 * 1024 * 1024
 #: Seconds an idle or slow connection may hold a channel open.
 CHANNEL_TIMEOUT = 60
+#: Seconds between two warnings about bad signatures from one peer.
+REJECT_LOG_INTERVAL = 10.0
 _DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
@@ -96,6 +99,7 @@ class Hook:
         self.path = path
         self._counter = counter
         self._wall_clock = wall_clock
+        self._rejected: dict[str, tuple[float, int]] = {}
         self.app = Klein()
         self.app.route(path, methods=["POST"], strict_slashes=False)(self.hook)
         self.app.route("/healthz", methods=["GET"])(self.healthz)
@@ -103,6 +107,24 @@ class Hook:
 
     def resource(self) -> IResource:
         return self.app.resource()
+
+    def _warn_rejected(self, peer: str, reason: str) -> None:
+        """Log a bad signature, at most once per peer every REJECT_LOG_INTERVAL s."""
+        now = self._wall_clock()
+        last, suppressed = self._rejected.get(peer, (0.0, 0))
+        if now - last < REJECT_LOG_INTERVAL:
+            self._rejected[peer] = (last, suppressed + 1)
+            return
+        if len(self._rejected) > 10_000:
+            self._rejected.clear()
+        self._rejected[peer] = (now, 0)
+        log.warn(
+            "rejected a delivery from {peer}: {reason}{more}",
+            peer=peer,
+            reason=reason,
+            suppressed=suppressed,
+            more=f" ({suppressed} more since the last warning)" if suppressed else "",
+        )
 
     def healthz(self, request: IRequest) -> bytes:
         return json_body(request, 200, {"ok": True})
@@ -133,11 +155,7 @@ class Hook:
         if verdict.outcome is Outcome.MISSING:
             return self._answer(request, label, "unsigned", 401, {"error": verdict.reason})
         if not verdict.valid:
-            log.warn(
-                "rejected a delivery from {peer}: {reason}",
-                peer=_peer(request),
-                reason=verdict.reason,
-            )
+            self._warn_rejected(_peer(request), verdict.reason)
             return self._answer(request, label, "bad_signature", 403, {"error": verdict.reason})
         delivery = _header(request, "X-GitHub-Delivery")
         if not event:
@@ -169,6 +187,13 @@ class Hook:
             )
             return self._answer(request, label, "malformed", 400, {"error": str(e)})
 
+        with self.journal.transaction():
+            return self._act(request, event, label, delivery, decision)
+
+    def _act(
+        self, request: IRequest, event: str, label: str, delivery: str | None, decision: Any
+    ) -> bytes:
+        """Record the delivery and do what the decision says; one transaction."""
         after = decision.push.after if isinstance(decision, Deploy) else None
         outcome = {Pong: "pong", Ignore: "ignored", Deploy: "accepted"}[type(decision)]
         seq = self.journal.add_delivery(delivery, event, outcome, self._wall_clock(), after)
@@ -308,6 +333,24 @@ def make_site(resource: IResource, max_body: int = MAX_BODY) -> Site:
         pass
 
     Capped.max_body = max_body
-    site = Site(resource, requestFactory=Capped, timeout=CHANNEL_TIMEOUT)
+    # ghhook reads the raw body itself: Twisted's form parsing (an email-package
+    # parse of Content-Type on every POST) would only cost time and memory.
+    site = QuietSite(
+        resource,
+        requestFactory=Capped,
+        timeout=CHANNEL_TIMEOUT,
+        parsePOSTFormSubmission=False,
+    )
     site.displayTracebacks = False
     return site
+
+
+class QuietSite(Site):
+    """
+    A site without the per-request access log line: every delivery already
+    gets a structured event saying what was done with it, and a flood of
+    bad requests must not become a flood of log lines.
+    """
+
+    def log(self, request: http.Request) -> None:
+        pass

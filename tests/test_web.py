@@ -264,3 +264,23 @@ async def test_oversized_bodies_get_413_over_real_http(tmp_path: Path) -> None:
         await treq.content(response)
     finally:
         await port.stopListening()
+
+
+def test_bad_signature_warnings_are_rate_limited_per_peer(tmp_path: Path) -> None:
+    from twisted.logger import globalLogPublisher
+
+    now = [1000.0]
+    client = Client(tmp_path, wall_clock=lambda: now[0])
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        body = encode(ping_payload())
+        bad = {"X-GitHub-Event": "ping", "X-Hub-Signature-256": "sha256=" + "0" * 64}
+        for _ in range(3):
+            assert client.request("POST", body=body, headers=bad)[0] == 403
+        now[0] += 11
+        assert client.request("POST", body=body, headers=bad)[0] == 403
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    warnings = [e for e in events if e.get("log_format", "").startswith("rejected a delivery")]
+    assert [w["suppressed"] for w in warnings] == [0, 2]
