@@ -256,10 +256,6 @@ class Journal:
             by_id[step.pop("deploy")]["steps"].append(step)
         return deploys
 
-    def last_result(self) -> dict[str, Any] | None:
-        rows = self.recent_deploys(1)
-        return rows[0] if rows else None
-
     # Small persistent state
 
     def get(self, key: str) -> str | None:
