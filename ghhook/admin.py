@@ -15,10 +15,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from klein import Klein
-from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from werkzeug.exceptions import MethodNotAllowed
 
 from ghhook.deployer import DEPLOYED, Deployer, Job
 from ghhook.journal import Journal
@@ -130,10 +128,7 @@ class Admin:
             ("/healthz", self.healthz),
         ):
             self.app.route(path, methods=["GET"])(method)
-        # Registered before json_errors' handlers, so it wins for 405: every
-        # admin route is read-only, and json_errors' sentence says POST.
-        self.app.handle_errors(MethodNotAllowed)(self._not_allowed)
-        json_errors(self.app)
+        json_errors(self.app, allow=("GET", "HEAD"))
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -157,11 +152,6 @@ class Admin:
     def healthz(self, request: IRequest) -> bytes:
         _no_store(request)
         return json_body(request, 200, {"ok": True})
-
-    def _not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        request.setHeader(b"Allow", b"GET, HEAD")
-        method = request.method.decode("ascii", "replace")
-        return json_body(request, 405, {"error": f"method {method} is not allowed here; use GET"})
 
 
 def _no_store(request: IRequest) -> None:

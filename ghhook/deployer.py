@@ -335,18 +335,25 @@ class Deployer:
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
     ) -> StepResult:
-        if self._stopping:
-            raise Stopping()
-        result = await self._runner.run(
-            name,
-            argv,
-            cwd=self.settings.repo,
-            env=env if env is not None else self.settings.env,
-            timeout=self.settings.timeout,
-            fields={"deploy": job.id, "delivery": job.delivery},
-            on_start=lambda pid: self.journal.put(STEP_GROUP, str(pid)),
+        result = await self.observe(
+            lambda: self._runner.run(
+                name,
+                argv,
+                cwd=self.settings.repo,
+                env=env if env is not None else self.settings.env,
+                timeout=self.settings.timeout,
+                fields={"deploy": job.id, "delivery": job.delivery},
+                on_start=lambda pid: self.journal.put(STEP_GROUP, str(pid)),
+            )
         )
         self.journal.forget(STEP_GROUP)
+        return result
+
+    async def observe(self, start: Callable[[], Deferred[StepResult]]) -> StepResult:
+        """Start a step unless ghhook is stopping; tell the listeners its end."""
+        if self._stopping:
+            raise Stopping()
+        result = await start()
         for listener in self.listeners:
             listener.step_finished(result)
         return result
@@ -571,17 +578,15 @@ class Cycle:
         raise StepFailed(self.keep(StepResult(name, (), None, None, False, now, 0.0, why)))
 
     async def check_health(self, name: str) -> None:
-        url = self.settings.health_url
-        if url is None or self.deployer.health is None:
+        url, health = self.settings.health_url, self.deployer.health
+        if url is None or health is None:
             return
-        if self.deployer._stopping:
-            raise Stopping()
         self.last_step = name
         result = self.keep(
-            await self.deployer.health.check(name, url, self.settings.health_timeout)
+            await self.deployer.observe(
+                lambda: health.check(name, url, self.settings.health_timeout)
+            )
         )
-        for listener in self.deployer.listeners:
-            listener.step_finished(result)
         if not result.ok:
             raise StepFailed(result)
 

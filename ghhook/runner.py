@@ -237,17 +237,17 @@ class ProcessRunner:
                 **fields,
             )
             return succeed(StepResult(name, argv, None, None, False, started, 0.0, str(e)))
-        running = _Running(transport.pid, protocol)
-        if on_start is not None and transport.pid is not None:
-            on_start(transport.pid)
-        if transport.pid is not None:
-            self._running[transport.pid] = running
+        pid = transport.pid
+        assert pid is not None, "a process just spawned has a pid"
+        running = _Running(pid, protocol)
+        if on_start is not None:
+            on_start(pid)
+        self._running[pid] = running
         running.deadline = self._clock.callLater(timeout, self._expire, running, "timeout")
 
         def finished(status: tuple[int | None, int | None]) -> None:
             running.cancel_timers()
-            if running.pid is not None:
-                self._running.pop(running.pid, None)
+            self._running.pop(pid, None)
             exit_code, sig = status
             result = StepResult(
                 name=name,
@@ -296,8 +296,6 @@ class ProcessRunner:
                 "step {step} still running: sending SIGKILL",
                 step=running.protocol.name,
             )
-        if running.pid is None:
-            return
         try:
             self._kill(running.pid, sig)
         except ProcessLookupError:
@@ -320,7 +318,7 @@ class ProcessRunner:
 
 @attrs.define
 class _Running:
-    pid: int | None
+    pid: int
     protocol: StepProtocol
     deadline: IDelayedCall | None = None
     kill_timer: IDelayedCall | None = None

@@ -229,13 +229,13 @@ class Options(usage.Options):
         path = self["env"].get("PATH")
         try:
             self["git"] = find_executable("git", path)
-            if self["restart-cmd"] is not None:
-                self["restart-cmd"] = _program("--restart-cmd", self["restart-cmd"], path)
-            self["build-cmd"] = tuple(
-                _program("--build-cmd", build, path) for build in self["build-cmd"]
-            )
         except ExecutableNotFound as e:
             raise usage.UsageError(str(e)) from None
+        if self["restart-cmd"] is not None:
+            self["restart-cmd"] = _program("--restart-cmd", self["restart-cmd"], path)
+        self["build-cmd"] = tuple(
+            _program("--build-cmd", build, path) for build in self["build-cmd"]
+        )
         self.check_restart()
         if self["health-url"] is not None and not re.match(r"https?://[^/\s]+", self["health-url"]):
             raise usage.UsageError(f"--health-url {self['health-url']}: not an http(s) URL")

@@ -23,7 +23,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException
 
-from ghhook.decision import Deploy, Ignore, Pong, Tracked, decide
+from ghhook.decision import Decision, Deploy, Ignore, Pong, Tracked, decide
 from ghhook.delivery import BadDelivery, parse_body
 from ghhook.deployer import Deployer
 from ghhook.journal import Journal
@@ -53,18 +53,20 @@ def json_body(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode("utf-8") + b"\n"
 
 
-def json_errors(app: Klein) -> None:
-    """Answer routing errors (404, 405) and crashes (500) in JSON."""
+def json_errors(app: Klein, allow: Sequence[str] = ("POST",)) -> None:
+    """
+    Answer routing errors (404, 405) and crashes (500) in JSON; a 405 names
+    ``allow``, the methods every route of ``app`` takes.
+    """
 
     def http_error(request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, HTTPException)
         code = error.code or 500
         if code == 405:
-            request.setHeader(b"Allow", b"POST")
-            sentence = (
-                f"method {request.method.decode('ascii', 'replace')} is not allowed here; use POST"
-            )
+            request.setHeader(b"Allow", ", ".join(allow).encode("ascii"))
+            method = request.method.decode("ascii", "replace")
+            sentence = f"method {method} is not allowed here; use {allow[0]}"
         elif code == 404:
             sentence = "nothing is served at this path"
         else:
@@ -142,7 +144,6 @@ class Hook:
         return json_body(request, code, body)
 
     def hook(self, request: IRequest) -> bytes:
-        headers = request.requestHeaders
         body = request.content.read()
         event = _header(request, "X-GitHub-Event")
         verdict = verify(
@@ -174,9 +175,8 @@ class Hook:
                 400,
                 {"error": "the X-GitHub-Delivery header is not a delivery id"},
             )
-        content_type = headers.getRawHeaders("Content-Type", [None])[0]
         try:
-            payload = parse_body(body, content_type)
+            payload = parse_body(body, _header(request, "Content-Type"))
             decision = decide(event, payload, self.tracked)
         except BadDelivery as e:
             log.warn(
@@ -191,7 +191,7 @@ class Hook:
             return self._act(request, event, label, delivery, decision)
 
     def _act(
-        self, request: IRequest, event: str, label: str, delivery: str | None, decision: Any
+        self, request: IRequest, event: str, label: str, delivery: str | None, decision: Decision
     ) -> bytes:
         """Record the delivery and do what the decision says; one transaction."""
         after = decision.push.after if isinstance(decision, Deploy) else None
