@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ghhook.decision import Ignore
 from ghhook.gitrepo import current_branch, in_rebase
 from ghhook.journal import Journal
 from ghhook.runner import StepResult
@@ -39,6 +40,9 @@ ROLLED_BACK = "rolled_back"
 STEP_GROUP = "step_group"
 #: Seconds a running step may go on after ghhook is told to stop.
 STOP_GRACE = 10.0
+#: A deploy that more pushes joined than this pulls without asking git which
+#: of their shas HEAD holds already: one pull is cheaper than many questions.
+MAX_ANCESTRY_CHECKS = 3
 
 
 class Runner(Protocol):
@@ -110,6 +114,10 @@ class Job:
     trigger: str
     target: str | None
     delivery: str | None
+    #: Every sha that joined, in order; None stands for a catch-up, which
+    #: always pulls. Only when HEAD holds them all can the pull be skipped:
+    #: a late redelivery of an old sha must not hide a newer push.
+    shas: list[str | None] = attrs.field(factory=list)
 
 
 class StepFailed(Exception):
@@ -200,10 +208,11 @@ class Deployer:
         except OSError:
             pass
 
-    def submit(self, after: str, delivery: str | None) -> Submission | None:
+    def submit(self, after: str, delivery: str | None) -> Submission | Ignore:
         """
-        Queue a deploy of ``after``, or join the pending one. None when the
-        engine is idle and ``after`` is exactly what runs already.
+        Queue a deploy of ``after``, or join the pending one. Ignored when the
+        engine is idle and ``after`` is exactly what runs already, or when
+        ``after`` was rolled back.
         """
         if (
             self.running is None
@@ -211,11 +220,13 @@ class Deployer:
             and after == self.head
             and after == self.journal.get(DEPLOYED)
         ):
-            return None
+            return Ignore(f"{after} is already deployed")
         if after == self.journal.get(ROLLED_BACK):
-            return None
+            return Ignore(f"{after} was rolled back")
         if self.pending is not None:
             self.pending.target = after
+            if after not in self.pending.shas:
+                self.pending.shas.append(after)
             self.pending.delivery = delivery or self.pending.delivery
             self.journal.coalesce(self.pending.id, delivery, after)
             log.info(
@@ -230,7 +241,7 @@ class Deployer:
 
     def _queue(self, trigger: str, target: str | None, delivery: str | None) -> Job:
         job_id = self.journal.queue_deploy(trigger, delivery, target, self._wall_clock())
-        job = Job(job_id, trigger, target, delivery)
+        job = Job(job_id, trigger, target, delivery, [target])
         self.pending = job
         log.info(
             "deploy {deploy} queued ({trigger}) for {sha}",
@@ -427,6 +438,16 @@ class Cycle:
         )
         return result.exit_code == 0
 
+    async def holds_all(self, shas: Sequence[str | None]) -> bool:
+        """Whether HEAD holds every sha pushed to this deploy, so no pull is due."""
+        if None in shas or len(shas) > MAX_ANCESTRY_CHECKS:
+            return False
+        for sha in reversed(shas):
+            assert sha is not None
+            if not await self.contains(sha):
+                return False
+        return True
+
     async def repair(self) -> None:
         """Abort a rebase that a conflict or a crash left in the clone."""
         if in_rebase(Path(self.settings.git_dir)):
@@ -447,9 +468,8 @@ class Cycle:
         if self.journal.get(DEPLOYED) is None:
             # First run: the service is taken to run what the clone holds.
             self.journal.put(DEPLOYED, before)
-        target = self.job.target
-        if target is not None and await self.contains(target):
-            log.info("{sha} is already in HEAD; no pull", sha=target, deploy=self.job.id)
+        if await self.holds_all(self.job.shas):
+            log.info("{sha} is already in HEAD; no pull", sha=self.job.target, deploy=self.job.id)
         else:
             await self.pull(before)
         after = await self.head()

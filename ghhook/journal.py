@@ -152,8 +152,11 @@ class Journal:
         ).fetchone()
         return row is not None
 
-    def link_delivery(self, seq: int, deploy: int) -> None:
-        self._db.execute("UPDATE deliveries SET deploy = ? WHERE seq = ?", (deploy, seq))
+    def settle_delivery(self, seq: int, outcome: str, deploy: int | None = None) -> None:
+        """What became of a push once the engine had its say."""
+        self._db.execute(
+            "UPDATE deliveries SET outcome = ?, deploy = ? WHERE seq = ?", (outcome, deploy, seq)
+        )
 
     # Deploys
 

@@ -230,17 +230,17 @@ class Hook:
 
         push = decision.push
         submission = self.deployer.submit(push.after, delivery)
-        if submission is None:
-            reason = f"{push.after} is already deployed"
+        if isinstance(submission, Ignore):
+            self.journal.settle_delivery(seq, "ignored")
             log.info(
                 "delivery {delivery}: {reason}",
                 delivery=delivery,
                 event=event,
-                reason=reason,
+                reason=submission.reason,
                 sha=push.after,
             )
-            return self._answer(request, label, "ignored", 200, {"ignored": reason})
-        self.journal.link_delivery(seq, submission.deploy)
+            return self._answer(request, label, "ignored", 200, {"ignored": submission.reason})
+        self.journal.settle_delivery(seq, "accepted", submission.deploy)
         log.info(
             "push {delivery} of {sha} to {branch} accepted as deploy {deploy}",
             delivery=delivery,

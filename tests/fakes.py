@@ -35,6 +35,8 @@ class FakeRunner:
     def __init__(self, head: str) -> None:
         self.head = head
         self.contained: set[str] = {head}
+        #: The shas asked about with merge-base, in order.
+        self.asked: list[str] = []
         self.calls: list[Call] = []
         self.outstanding: Call | None = None
         self.interrupted: list[float] = []
@@ -55,6 +57,7 @@ class FakeRunner:
         if name == "rev-parse":
             return succeed(StepResult(name, argv, 0, None, False, 0.0, 0.0, self.head + "\n"))
         if name == "merge-base":
+            self.asked.append(argv[-2])
             code = 0 if argv[-2] in self.contained else 1
             return succeed(StepResult(name, argv, code, None, False, 0.0, 0.0, ""))
         call = Call(name, argv, env, timeout, Deferred())

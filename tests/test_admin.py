@@ -188,8 +188,7 @@ def test_status_shows_the_running_and_the_pending_deploy(client: Client) -> None
     assert first["busy"] is False
     assert first["pending"] == {"id": 1, "trigger": "catch-up", "target": None, "delivery": None}
     engine.turn()  # the catch-up pull runs
-    sub = engine.deployer.submit(B, "d-1")
-    assert sub is not None
+    sub = engine.submit(B, "d-1")
     status = client.status()
     assert status["busy"] is True
     assert status["head"] == A

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from ghhook.deployer import DEPLOYED, Deployer, Settings
+from ghhook.decision import Ignore
+from ghhook.deployer import DEPLOYED, Deployer, Settings, Submission
 from ghhook.journal import Journal
 from tests.fakes import FakeRunner
 
@@ -44,6 +45,12 @@ class Engine:
         """Let the reactor take its next turn (queued cycles start on it)."""
         self.clock.advance(0)
 
+    def submit(self, sha: str, delivery: str) -> Submission:
+        """Submit a push that the engine has to take."""
+        sub = self.deployer.submit(sha, delivery)
+        assert isinstance(sub, Submission), sub
+        return sub
+
     def result(self, deploy: int) -> dict:
         return next(d for d in self.journal.recent_deploys() if d["id"] == deploy)
 
@@ -67,8 +74,8 @@ def test_push_pulls_then_restarts_when_head_moved(engine: Engine) -> None:
     engine.deployer.start()
     engine.turn()
     engine.runner.pull_to(A)
-    sub = engine.deployer.submit(B, "d-1")
-    assert sub is not None and not sub.coalesced
+    sub = engine.submit(B, "d-1")
+    assert not sub.coalesced
     assert engine.runner.names() == ["pull"], "the deploy starts only on the next turn"
     engine.turn()
     engine.runner.pull_to(B)
@@ -86,9 +93,9 @@ def test_push_pulls_then_restarts_when_head_moved(engine: Engine) -> None:
 def test_burst_coalesces_into_one_pending_deploy_of_the_latest_sha(engine: Engine) -> None:
     engine.deployer.start()
     engine.turn()  # catch-up pull now running
-    subs = [engine.deployer.submit(sha, f"d-{i}") for i, sha in enumerate((B, C, D))]
-    assert [s.coalesced for s in subs if s] == [False, True, True]
-    assert len({s.deploy for s in subs if s}) == 1
+    subs = [engine.submit(sha, f"d-{i}") for i, sha in enumerate((B, C, D))]
+    assert [s.coalesced for s in subs] == [False, True, True]
+    assert len({s.deploy for s in subs}) == 1
     assert engine.deployer.pending is not None and engine.deployer.pending.target == D
     engine.runner.pull_to(A)  # catch-up: nothing new
     engine.turn()
@@ -106,17 +113,61 @@ def test_push_already_in_head_runs_no_pull(engine: Engine) -> None:
     engine.runner.pull_to(C)  # the catch-up brought C (and B before it)
     engine.runner.calls[-1].finish(0)  # restart for C
     engine.runner.contained.add(B)
-    sub = engine.deployer.submit(B, "late")
+    sub = engine.submit(B, "late")
     engine.turn()
     assert engine.runner.names() == ["pull", "restart"]
     assert engine.result(sub.deploy)["result"] == "unchanged"
+
+
+def test_late_redelivery_of_an_old_sha_does_not_hide_a_newer_push(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(B)  # the catch-up brought B
+    engine.runner.outstanding.finish(0)  # restart for B
+    engine.submit(C, "c")
+    engine.turn()  # C's pull runs
+    engine.submit(D, "d")  # pending: D
+    engine.submit(B, "an old push, delivered late")  # joins D's deploy, and is in HEAD
+    engine.runner.pull_to(C)
+    engine.runner.outstanding.finish(0)  # restart for C
+    engine.turn()
+    assert engine.runner.names()[-1] == "pull", "D's push still pulls"
+    engine.runner.pull_to(D)
+    engine.runner.outstanding.finish(0)
+    assert engine.result(2)["sha"] == C and engine.result(3)["sha"] == D
+    assert engine.journal.get(DEPLOYED) == D
+
+
+def test_catch_up_joined_by_a_push_already_in_head_still_pulls(engine: Engine) -> None:
+    engine.deployer.start()
+    sub = engine.submit(A, "redelivered while starting")
+    assert sub.deploy == 1 and sub.coalesced
+    engine.turn()
+    assert engine.runner.names() == ["pull"], "the catch-up asks the remote all the same"
+
+
+def test_many_pushes_in_one_deploy_pull_without_asking_git_about_each(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(A)
+    engine.runner.contained.update({B, C, D})
+    first = engine.submit("e" * 40, "busy")
+    engine.turn()
+    for i, sha in enumerate((B, C, D, "f" * 40)):
+        engine.submit(sha, f"burst-{i}")
+    engine.runner.asked.clear()
+    engine.runner.pull_to("e" * 40)
+    engine.runner.outstanding.finish(0)
+    engine.turn()
+    assert engine.runner.asked == [] and engine.runner.names()[-1] == "pull"
+    assert engine.result(first.deploy)["result"] == "deployed"
 
 
 def test_push_of_what_runs_already_starts_nothing(engine: Engine) -> None:
     engine.deployer.start()
     engine.turn()
     engine.runner.pull_to(A)
-    assert engine.deployer.submit(A, "again") is None
+    assert engine.deployer.submit(A, "again") == Ignore(f"{A} is already deployed")
     engine.turn()
     assert engine.runner.names() == ["pull"]
 
@@ -125,14 +176,14 @@ def test_failed_pull_does_not_restart_and_next_push_is_tried(engine: Engine) -> 
     engine.deployer.start()
     engine.turn()
     engine.runner.pull_to(A)
-    first = engine.deployer.submit(B, "d-1")
+    first = engine.submit(B, "d-1")
     engine.turn()
     engine.runner.outstanding.finish(1, "fatal: unable to access remote\n")
     deploy = engine.result(first.deploy)
     assert deploy["result"] == "failed" and deploy["failed_step"] == "pull"
     assert "unable to access remote" in deploy["error"]
     assert engine.runner.names() == ["pull", "pull"]
-    second = engine.deployer.submit(B, "d-2")
+    second = engine.submit(B, "d-2")
     engine.turn()
     engine.runner.pull_to(B)
     engine.runner.calls[-1].finish(0)
@@ -165,8 +216,8 @@ def test_failed_restart_rolls_back_and_the_bad_sha_is_not_redeployed(engine: Eng
     assert deploy["result"] == "rolled_back" and deploy["failed_step"] == "restart"
     assert "unit failed" in deploy["error"]
     assert engine.journal.get(DEPLOYED) == A
-    assert engine.deployer.submit(B, "redelivered") is None, "no loop on the bad sha"
-    sub = engine.deployer.submit(C, "the fix")
+    assert engine.deployer.submit(B, "redelivered") == Ignore(f"{B} was rolled back")
+    sub = engine.submit(C, "the fix")
     engine.turn()
     engine.runner.pull_to(C)
     engine.runner.outstanding.finish(0)

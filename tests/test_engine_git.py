@@ -10,6 +10,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
+from ghhook.decision import Ignore
 from ghhook.deployer import Deployer, Settings
 from ghhook.gitrepo import in_rebase
 from ghhook.journal import Journal
@@ -95,7 +96,7 @@ async def test_push_deploys_and_a_redelivered_sha_restarts_nothing(git: GitFixtu
     deployer.submit(sha, "one")
     assert await done == "deployed"
     assert git.head() == sha and restarts(git) == [sha]
-    assert deployer.submit(sha, "two") is None
+    assert deployer.submit(sha, "two") == Ignore(f"{sha} is already deployed")
     deployer.journal.close()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from ghhook.deployer import Deployer, Settings
+from ghhook.deployer import Deployer, Settings, Submission
 from ghhook.health import HealthCheck
 from ghhook.journal import Journal
 from ghhook.runner import ProcessRunner
@@ -88,7 +88,7 @@ class Pipeline:
     async def deploy(self, text: str) -> tuple[str, dict[str, Any]]:
         sha = self.git.commit_and_push(text)
         done = self.finished.next()
-        assert self.deployer.submit(sha, f"push-{sha[:7]}") is not None
+        assert isinstance(self.deployer.submit(sha, f"push-{sha[:7]}"), Submission)
         result = await done
         return result, self.deployer.journal.recent_deploys(1)[0]
 

@@ -199,6 +199,25 @@ def test_push_of_the_deployed_sha_is_ignored(client: Client) -> None:
     assert code == 200 and "already deployed" in answer["ignored"]
 
 
+def test_push_of_a_rolled_back_sha_is_ignored_and_says_so(client: Client) -> None:
+    engine = client.engine
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(B)
+    engine.runner.outstanding.finish(3, "unit failed")  # restart fails
+    engine.runner.head = A
+    engine.runner.outstanding.finish(0)  # rollback-reset
+    engine.runner.outstanding.finish(0)  # rollback-restart
+    code, answer = client.deliver("push", push_payload(B), delivery="again")
+    assert (code, answer) == (200, {"ignored": f"{B} was rolled back"})
+    engine.turn()
+    assert engine.runner.outstanding is None
+    outcomes = engine.journal._db.execute(
+        "SELECT outcome, deploy FROM deliveries WHERE delivery = 'again'"
+    ).fetchall()
+    assert [tuple(row) for row in outcomes] == [("ignored", None)]
+
+
 def test_other_methods_get_405(client: Client) -> None:
     code, answer, response = client.request("GET")
     assert code == 405 and "use POST" in answer["error"]
