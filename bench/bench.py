@@ -14,7 +14,10 @@ a script that sleeps, then execs ``git upload-pack``), and measures:
   clone's HEAD is the last sha;
 * requests per second with ``wrk`` (50 keep-alive connections, 7 KB body)
   for bad signatures and for valid pushes to an untracked branch;
-* the cost of one journal write (``add_delivery`` + ``queue_deploy``).
+* the cost of one journal write (``add_delivery`` + ``queue_deploy``);
+* the memory floor of the stack itself: VmRSS of a fresh interpreter that
+  imports only the reactor, twistd, twisted.web and Klein (no ghhook), as
+  installed and with pyOpenSSL and cryptography kept out.
 
 It prints one JSON line per figure on stdout, then one ``summary`` line that
 compares each figure with its target; progress goes to stderr. It exits 0
@@ -75,6 +78,44 @@ TARGETS = {
     "rss_idle_mb": 40.0,
     "startup_s": 1.0,
 }
+
+
+#: What any twistd daemon with a Klein resource imports, ghhook or not.
+_STACK = ("twisted.internet.reactor", "twisted.scripts.twistd", "twisted.web.server", "klein")
+
+# Imports _STACK and prints its VmRSS parts as JSON; with "block-tls", Twisted
+# finds no pyOpenSSL (as on an install without twisted[tls]).
+_FLOOR_SCRIPT = """
+import importlib, json, sys
+class KeepOut:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("OpenSSL", "cryptography", "service_identity"):
+            raise ImportError(name)
+if sys.argv[1] == "block-tls":
+    sys.meta_path.insert(0, KeepOut())
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+wanted = {"VmRSS:": "value", "RssAnon:": "anon_mb", "RssFile:": "file_mb"}
+found = {"modules": len(sys.modules)}
+for line in open("/proc/self/status"):
+    name, *rest = line.split()
+    if name in wanted:
+        found[wanted[name]] = round(int(rest[0]) / 1024, 1)
+print(json.dumps(found))
+"""
+
+
+def _stack_rss(block_tls: bool) -> dict[str, Any]:
+    mode = "block-tls" if block_tls else "as-installed"
+    out = subprocess.run(
+        [sys.executable, "-c", _FLOOR_SCRIPT, mode, *_STACK],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise CannotRun(f"measuring the stack's memory failed: {out.stderr.strip()[-300:]}")
+    return json.loads(out.stdout)
 
 
 class CannotRun(Exception):
@@ -752,6 +793,18 @@ class Bench:
             filesystem=fs,
         )
 
+    def stack_floor(self) -> None:
+        say("memory floor: the reactor, twistd, twisted.web and Klein alone")
+        as_installed = _stack_rss(block_tls=False)
+        without_tls = _stack_rss(block_tls=True)
+        self.figures["rss_floor"] = emit(
+            "rss_stack_floor_mb",
+            **as_installed,
+            without_tls=without_tls,
+            imports=list(_STACK),
+            what="a fresh interpreter importing only what a twistd daemon with Klein needs",
+        )
+
     def finish(self) -> None:
         daemon = self.require_alive()
         self.figures["rss_end"] = emit(
@@ -843,6 +896,7 @@ class Bench:
             missed=[t["name"] for t in targets if t["ok"] is False],
             not_measured=[t["name"] for t in targets if t["ok"] is None],
             disturbed_by_other_load=disturbed or None,
+            rss_stack_floor_mb=f.get("rss_floor", {}).get("value"),
             profiled=self.pyspy is not None,
             targets=targets,
         )
@@ -857,6 +911,7 @@ class Bench:
         self.wrk("untracked_branch", wrk, "refs/heads/other", SECRET, fresh=True)
         self.finish()
         self.journal_cost()
+        self.stack_floor()
         self.summary()
 
     def close(self) -> None:
