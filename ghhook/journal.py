@@ -9,6 +9,7 @@ measures it) and the order of events is the order of writes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +72,31 @@ FINAL_RESULTS = ("deployed", "unchanged", "failed", "timeout", "rolled_back")
 
 class JournalError(Exception):
     """The journal file cannot be opened; the message names it."""
+
+
+def why_unusable(path: str) -> str | None:
+    """
+    Why no journal can be kept at ``path``, found before start-up without
+    creating anything (the file is created after twistd's --uid).
+    """
+    file = Path(path).absolute()
+    if file.is_dir():
+        return "is a directory"
+    if not file.parent.is_dir():
+        return f"no such directory: {file.parent}"
+    if not file.exists():
+        if os.access(file.parent, os.W_OK | os.X_OK):
+            return None
+        return f"cannot create a file in {file.parent}"
+    try:
+        db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True)
+        try:
+            db.execute("PRAGMA schema_version")
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        return str(e)
+    return None
 
 
 class Journal:

@@ -28,7 +28,7 @@ from ghhook.decision import Tracked
 from ghhook.deployer import Deployer, Settings
 from ghhook.gitrepo import NotAClone, current_branch, git_dir, github_repository, remote_url
 from ghhook.health import HealthCheck
-from ghhook.journal import Journal
+from ghhook.journal import Journal, why_unusable
 from ghhook.metrics import Metrics
 from ghhook.notify import notify
 from ghhook.runner import ExecutableNotFound, ProcessRunner, find_executable
@@ -248,6 +248,9 @@ class Options(usage.Options):
         parent = getattr(self, "parent", None)
         rundir = parent.get("rundir") if parent is not None else None
         self["state"] = str(Path(rundir or ".", self["state"]).absolute())
+        why = why_unusable(self["state"])
+        if why is not None:
+            raise usage.UsageError(f"--state {self['state']}: {why}")
         for endpoint in self["listen"]:
             _check_endpoint("--listen", endpoint)
 

@@ -148,6 +148,17 @@ def _answers(daemon: Daemon) -> bool:
         (["--repo", "{clone}", "--listen", "bogus:1"], {"GHHOOK_SECRET": "s"}, "bogus:1"),
         (["--repo", "{clone}", "--remote", "upstream"], {"GHHOOK_SECRET": "s"}, "upstream"),
         (["--repo", "{clone}", "--timeout", "-1"], {"GHHOOK_SECRET": "s"}, "--timeout"),
+        (["--repo", "{clone}", "--state", "{tmp}"], {"GHHOOK_SECRET": "s"}, "is a directory"),
+        (
+            ["--repo", "{clone}", "--state", "/nonexistent/dir/j.sqlite3"],
+            {"GHHOOK_SECRET": "s"},
+            "no such directory: /nonexistent/dir",
+        ),
+        (
+            ["--repo", "{clone}", "--state", "{tmp}/notes.txt"],
+            {"GHHOOK_SECRET": "s"},
+            "file is not a database",
+        ),
         (["--repo", "{clone}"], {"GITHUB_SECRET": "s", "X": "--bad-port"}, None),
     ],
 )
@@ -155,6 +166,7 @@ def test_bad_settings_exit_with_one_clear_line(
     git: GitFixture, tmp_path: Path, args: list[str], env: dict[str, str], fragment: str | None
 ) -> None:
     args = [a.format(tmp=tmp_path, clone=git.clone) for a in args]
+    (tmp_path / "notes.txt").write_text("not a journal\n" * 100)
     if fragment is None:
         # The tutorial's GITHUB_SECRET suffices; an occupied port then fails the start.
         import socket
