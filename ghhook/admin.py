@@ -11,7 +11,6 @@ and git output, and accepts no writes.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from klein import Klein
@@ -19,6 +18,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from ghhook.deployer import DEPLOYED, Deployer, Job
+from ghhook.isotime import iso_time
 from ghhook.journal import Journal
 from ghhook.metrics import CONTENT_TYPE, Metrics
 from ghhook.statuspage import render_status_page
@@ -34,14 +34,6 @@ _PAGE_POLICY = (
     b"default-src 'none'; style-src 'unsafe-inline'; img-src data:;"
     b" base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-
-def iso_time(timestamp: float | None) -> str | None:
-    """A Unix time as ISO 8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:00.250Z``."""
-    if timestamp is None:
-        return None
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def job_document(job: Job | None) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ that ``jq 'select(.sha == "...")'`` finds what the text only mentions.
 
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 import threading
@@ -23,6 +22,8 @@ from twisted.logger import ILogObserver, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ghhook.isotime import iso_time
+
 #: Keys every line has; an event field of the same name is left out.
 FIXED_KEYS = ("time", "level", "namespace", "text", "traceback")
 #: Keys of old-style (twisted.python.log) events that repeat what the fixed
@@ -30,12 +31,6 @@ FIXED_KEYS = ("time", "level", "namespace", "text", "traceback")
 _LEGACY_KEYS = frozenset(
     {"message", "time", "system", "isError", "format", "why", "failure", "printed", "logLevel"}
 )
-
-
-def iso_time(timestamp: float) -> str:
-    """``timestamp`` as ISO 8601 in UTC, to the microsecond, with a ``Z``."""
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _json_value(value: object) -> bool:
@@ -65,7 +60,7 @@ def event_record(event: Mapping[str, Any]) -> dict[str, Any]:
         text = formatEvent(dict(event))
     when = event.get("log_time")
     record: dict[str, Any] = {
-        "time": iso_time(time.time() if when is None else when),
+        "time": iso_time(time.time() if when is None else when, "microseconds"),
         "level": getattr(level, "name", None) or "info",
         "namespace": event.get("log_namespace") or "-",
         "text": text,
@@ -108,4 +103,4 @@ def observer() -> JSONLineObserver:
     return JSONLineObserver(sys.stdout)
 
 
-__all__ = ["FIXED_KEYS", "JSONLineObserver", "event_record", "iso_time", "observer"]
+__all__ = ["FIXED_KEYS", "JSONLineObserver", "event_record", "observer"]

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from treq.testing import StubTreq
 from twisted.python.failure import Failure
 
-from ghhook.admin import RECENT_DEPLOYS, Admin, iso_time, status_document
+from ghhook.admin import RECENT_DEPLOYS, Admin, status_document
 from ghhook.deployer import Deployer
 from ghhook.journal import Journal
 from ghhook.metrics import Metrics
@@ -244,11 +244,6 @@ def test_status_document_is_plain_json(client: Client) -> None:
     fill(client.engine.journal)
     document = status_document(client.engine.deployer, client.engine.journal)
     assert json.loads(json.dumps(document)) == document
-
-
-def test_iso_time_is_utc() -> None:
-    assert iso_time(None) is None
-    assert iso_time(0.25) == "1970-01-01T00:00:00.250Z"
 
 
 def test_page_is_html_with_a_strict_policy_and_escapes_the_journal(client: Client) -> None:

@@ -20,7 +20,7 @@ import pytest
 from twisted.logger import ILogObserver, Logger
 from twisted.python import log as legacy_log
 
-from ghhook.jsonlog import JSONLineObserver, event_record, iso_time, observer
+from ghhook.jsonlog import JSONLineObserver, event_record, observer
 from tests.gitfixture import GitFixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,10 +121,6 @@ def test_old_style_events_lose_their_legacy_keys() -> None:
     assert failed["text"] == "a legacy error"
     assert "KeyError" in failed["traceback"]
     assert set(failed) == {"time", "level", "namespace", "text", "traceback"}
-
-
-def test_iso_time() -> None:
-    assert iso_time(1_700_000_000.5) == "2023-11-14T22:13:20.500000Z"
 
 
 def test_the_factory_writes_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
