@@ -316,6 +316,7 @@ class GhhookService(MultiService):
         gc.freeze()
 
     def stopService(self) -> Deferred[None]:
+        notify(b"STOPPING=1")
         # Stop listening first, then let the deploy finish or kill it.
         d = maybeDeferred(super().stopService)
         d.addCallback(lambda _: self.deployer.stop())

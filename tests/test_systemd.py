@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 
-def test_socket_activated_daemon_deploys_a_push_and_notifies_readiness(
+def test_socket_activated_daemon_deploys_a_push_and_notifies_readiness_and_stop(
     git: GitFixture, tmp_path: Path
 ) -> None:
     notify_path = tmp_path / "notify.sock"
@@ -73,6 +73,8 @@ def test_socket_activated_daemon_deploys_a_push_and_notifies_readiness(
         restarts = git.root / "restarts"
         eventually(lambda: restarts.exists() and restarts.read_text().split() == [sha])
         assert git.head() == sha
+        process.send_signal(signal.SIGTERM)
+        assert receiver.recv(4096) == b"STOPPING=1", "systemd hears of the stop"
     finally:
         process.send_signal(signal.SIGTERM)
         try:
