@@ -74,6 +74,10 @@ class JournalError(Exception):
     """The journal file cannot be opened; the message names it."""
 
 
+#: How every SQLite database file begins (an empty file is one too).
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def why_unusable(path: str) -> str | None:
     """
     Why no journal can be kept at ``path``, found before start-up without
@@ -88,14 +92,15 @@ def why_unusable(path: str) -> str | None:
         if os.access(file.parent, os.W_OK | os.X_OK):
             return None
         return f"cannot create a file in {file.parent}"
+    # Only the header is read: opening it with SQLite, even read-only, may
+    # create a -shm file owned by the user twistd has not yet dropped.
     try:
-        db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True)
-        try:
-            db.execute("PRAGMA schema_version")
-        finally:
-            db.close()
-    except sqlite3.Error as e:
-        return str(e)
+        with file.open("rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError as e:
+        return e.strerror or str(e)
+    if header and header != _SQLITE_HEADER:
+        return "not an SQLite database"
     return None
 
 

@@ -157,7 +157,7 @@ def _answers(daemon: Daemon) -> bool:
         (
             ["--repo", "{clone}", "--state", "{tmp}/notes.txt"],
             {"GHHOOK_SECRET": "s"},
-            "file is not a database",
+            "not an SQLite database",
         ),
         (["--repo", "{clone}"], {"GITHUB_SECRET": "s", "X": "--bad-port"}, None),
     ],
