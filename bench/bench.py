@@ -33,6 +33,7 @@ import asyncio
 import collections
 import json
 import math
+import operator
 import os
 import shlex
 import shutil
@@ -74,7 +75,7 @@ TARGETS = {
     "burst_pulls": 3,
     "burst_restarts": 2,
     "converge_slack_s": 0.5,
-    "rps": 3000.0,
+    "rps": 3000,
     "rss_idle_mb": 40.0,
     "startup_s": 1.0,
 }
@@ -116,6 +117,15 @@ def _stack_rss(block_tls: bool) -> dict[str, Any]:
     if out.returncode != 0:
         raise CannotRun(f"measuring the stack's memory failed: {out.stderr.strip()[-300:]}")
     return json.loads(out.stdout)
+
+
+#: How a figure is held against its target in the summary.
+_COMPARE: dict[str, Callable[[Any, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    ">=": operator.ge,
+}
 
 
 class CannotRun(Exception):
@@ -828,61 +838,23 @@ class Bench:
         burst = f.get("burst", {})
         converge_bound = self.pull_delay + TARGETS["converge_slack_s"]
 
-        def check(name: str, value: Any, target: str, ok: Callable[[Any], bool]) -> dict[str, Any]:
-            return {
-                "name": name,
-                "value": value,
-                "target": target,
-                "ok": None if value is None else ok(value),
-            }
+        def check(name: str, value: Any, op: str, bound: float) -> dict[str, Any]:
+            ok = None if value is None else value != "never" and _COMPARE[op](value, bound)
+            return {"name": name, "value": value, "target": f"{op} {bound}", "ok": ok}
 
+        rss_idle, startup = f.get("rss_idle", {}), f.get("startup", {})
         targets = [
-            check(
-                "ack_p99_ms",
-                f.get("ack", {}).get("p99"),
-                f"< {TARGETS['ack_p99_ms']}",
-                lambda v: v < TARGETS["ack_p99_ms"],
-            ),
-            check(
-                "burst_pulls",
-                burst.get("pulls"),
-                f"<= {TARGETS['burst_pulls']}",
-                lambda v: v <= TARGETS["burst_pulls"],
-            ),
-            check(
-                "burst_restarts",
-                burst.get("restarts"),
-                f"<= {TARGETS['burst_restarts']}",
-                lambda v: v <= TARGETS["burst_restarts"],
-            ),
-            check("burst_failed_deploys", burst.get("failed_deploys"), "== 0", lambda v: v == 0),
-            check(
-                "burst_converge_s",
-                burst.get("converge_s"),
-                f"<= {converge_bound}",
-                lambda v: v != "never" and v <= converge_bound,
-            ),
+            check("ack_p99_ms", f.get("ack", {}).get("p99"), "<", TARGETS["ack_p99_ms"]),
+            check("burst_pulls", burst.get("pulls"), "<=", TARGETS["burst_pulls"]),
+            check("burst_restarts", burst.get("restarts"), "<=", TARGETS["burst_restarts"]),
+            check("burst_failed_deploys", burst.get("failed_deploys"), "==", 0),
+            check("burst_converge_s", burst.get("converge_s"), "<=", converge_bound),
             *(
-                check(
-                    key,
-                    f.get(key, {}).get("rps"),
-                    f">= {TARGETS['rps']:.0f}",
-                    lambda v: v >= TARGETS["rps"],
-                )
+                check(key, f.get(key, {}).get("rps"), ">=", TARGETS["rps"])
                 for key in ("rps_bad_signature", "rps_untracked_branch")
             ),
-            check(
-                "rss_idle_mb",
-                f.get("rss_idle", {}).get("value"),
-                f"< {TARGETS['rss_idle_mb']}",
-                lambda v: v < TARGETS["rss_idle_mb"],
-            ),
-            check(
-                "startup_s",
-                f.get("startup", {}).get("value"),
-                f"< {TARGETS['startup_s']}",
-                lambda v: v < TARGETS["startup_s"],
-            ),
+            check("rss_idle_mb", rss_idle.get("value"), "<", TARGETS["rss_idle_mb"]),
+            check("startup_s", startup.get("value"), "<", TARGETS["startup_s"]),
         ]
         # Other processes on the daemon's CPU make its figures worse than it is.
         disturbed = {

@@ -108,16 +108,25 @@ class Submission:
 
 @attrs.define
 class Job:
-    """A deploy waiting or running; ``target`` is the newest sha pushed to it."""
+    """A deploy waiting or running."""
 
     id: int
     trigger: str
-    target: str | None
     delivery: str | None
-    #: Every sha that joined, in order; None stands for a catch-up, which
+    #: Every sha that joined, newest last; None stands for a catch-up, which
     #: always pulls. Only when HEAD holds them all can the pull be skipped:
     #: a late redelivery of an old sha must not hide a newer push.
-    shas: list[str | None] = attrs.field(factory=list)
+    shas: list[str | None]
+
+    @property
+    def target(self) -> str | None:
+        """The newest sha pushed to this deploy (None for a bare catch-up)."""
+        return self.shas[-1]
+
+    def join(self, sha: str) -> None:
+        if sha in self.shas:
+            self.shas.remove(sha)
+        self.shas.append(sha)
 
 
 class StepFailed(Exception):
@@ -224,9 +233,7 @@ class Deployer:
         if after == self.journal.get(ROLLED_BACK):
             return Ignore(f"{after} was rolled back")
         if self.pending is not None:
-            self.pending.target = after
-            if after not in self.pending.shas:
-                self.pending.shas.append(after)
+            self.pending.join(after)
             self.pending.delivery = delivery or self.pending.delivery
             self.journal.coalesce(self.pending.id, delivery, after)
             log.info(
@@ -241,7 +248,7 @@ class Deployer:
 
     def _queue(self, trigger: str, target: str | None, delivery: str | None) -> Job:
         job_id = self.journal.queue_deploy(trigger, delivery, target, self._wall_clock())
-        job = Job(job_id, trigger, target, delivery, [target])
+        job = Job(job_id, trigger, delivery, [target])
         self.pending = job
         log.info(
             "deploy {deploy} queued ({trigger}) for {sha}",
