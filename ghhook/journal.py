@@ -21,6 +21,8 @@ from ghhook.runner import StepResult
 #: Delivery ids kept for duplicate detection; GitHub redelivers with the same id.
 KEEP_DELIVERIES = 50_000
 _PRUNE_EVERY = 1_000
+#: Deploys (with their steps) kept for /status and history: --keep-deploys.
+KEEP_DEPLOYS = 1_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -107,8 +109,9 @@ def why_unusable(path: str) -> str | None:
 class Journal:
     """All reads and writes of the SQLite journal, one method per question."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, keep_deploys: int = KEEP_DEPLOYS) -> None:
         self.path = str(path)
+        self.keep_deploys = keep_deploys
         self._since_prune = 0
 
     def open(self) -> Journal:
