@@ -19,10 +19,10 @@ from twisted.web.resource import IResource
 
 from ghhook.deployer import DEPLOYED, Deployer, Job
 from ghhook.isotime import iso_time
-from ghhook.journal import Journal
+from ghhook.journal import Journal, JournalError
 from ghhook.metrics import CONTENT_TYPE, Metrics
 from ghhook.statuspage import render_status_page
-from ghhook.web import json_body, json_errors
+from ghhook.web import healthz, json_body, json_errors
 
 #: Deploys shown on ``/status`` and on the page, newest first.
 RECENT_DEPLOYS = 50
@@ -45,6 +45,8 @@ def job_document(job: Job | None) -> dict[str, Any] | None:
         "trigger": job.trigger,
         "target": job.target,
         "delivery": job.delivery,
+        "pushes": job.pushes,
+        "forced": job.forced,
     }
 
 
@@ -83,6 +85,8 @@ def deploy_document(row: dict[str, Any]) -> dict[str, Any]:
         "duration": duration,
         "failed_step": row["failed_step"],
         "error": row["error"],
+        "subject": row.get("subject"),
+        "author": row.get("author"),
         "steps": [step_document(step) for step in row["steps"]],
     }
 
@@ -90,18 +94,27 @@ def deploy_document(row: dict[str, Any]) -> dict[str, Any]:
 def status_document(
     deployer: Deployer, journal: Journal, limit: int = RECENT_DEPLOYS
 ) -> dict[str, Any]:
-    """Everything ``/status`` answers and the page shows, as plain JSON values."""
+    """
+    Everything ``/status`` answers and the page shows, as plain JSON values;
+    when the journal fails, what the engine holds in memory and why.
+    """
     settings = deployer.settings
+    try:
+        deployed = journal.get(DEPLOYED)
+        deploys = [deploy_document(row) for row in journal.recent_deploys(limit)]
+    except JournalError:
+        deployed, deploys = None, []
     return {
         "repo": settings.repo,
         "branch": settings.branch,
         "remote": settings.remote,
         "head": deployer.head,
-        "deployed": journal.get(DEPLOYED),
+        "deployed": deployed,
         "busy": deployer.busy,
         "running": job_document(deployer.running),
         "pending": job_document(deployer.pending),
-        "deploys": [deploy_document(row) for row in journal.recent_deploys(limit)],
+        "journal_error": journal.health(),
+        "deploys": deploys,
     }
 
 
@@ -142,8 +155,7 @@ class Admin:
         return self.metrics.render()
 
     def healthz(self, request: IRequest) -> bytes:
-        _no_store(request)
-        return json_body(request, 200, {"ok": True})
+        return healthz(request, self.journal)
 
 
 def _no_store(request: IRequest) -> None:

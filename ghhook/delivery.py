@@ -36,6 +36,9 @@ class Push:
     deleted: bool
     pusher: str | None = None
     message: str | None = None
+    #: The push moved the branch to a commit that is not a descendant of
+    #: ``before`` (a rewind, or a rewritten history).
+    forced: bool = False
 
     @property
     def branch(self) -> str | None:
@@ -100,6 +103,7 @@ def parse_push(payload: dict[str, Any]) -> Push:
         deleted=deleted,
         pusher=_str_field(pusher, "name"),
         message=_str_field(head_commit, "message"),
+        forced=payload.get("forced") is True,
     )
 
 

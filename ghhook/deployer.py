@@ -7,6 +7,12 @@ cycle runs, every new push joins a single pending deploy that targets the
 newest ``after`` ("latest wins"), so a burst of pushes costs at most one more
 pull. Two git processes never run in the clone at once because every process
 of a cycle is awaited before the next starts, and cycles never overlap.
+
+Nothing may leave the engine busy: a cycle always ends with an
+:class:`Outcome`; an outcome the journal cannot take yet is kept and written
+again every ``RETRY_INTERVAL`` s, and no later cycle starts before it is in.
+What the engine holds in memory (pending, running) changes only once the
+journal committed the write that records it.
 """
 
 from __future__ import annotations
@@ -15,18 +21,19 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ghhook.decision import Ignore
 from ghhook.gitrepo import current_branch, in_rebase
-from ghhook.journal import Journal
+from ghhook.journal import Journal, JournalError
 from ghhook.runner import StepResult
 
 log = Logger(namespace="ghhook.deployer")
@@ -40,9 +47,11 @@ ROLLED_BACK = "rolled_back"
 STEP_GROUP = "step_group"
 #: Seconds a running step may go on after ghhook is told to stop.
 STOP_GRACE = 10.0
-#: A deploy that more pushes joined than this pulls without asking git which
-#: of their shas HEAD holds already: one pull is cheaper than many questions.
-MAX_ANCESTRY_CHECKS = 3
+#: Seconds between two attempts to write an outcome the journal refused.
+RETRY_INTERVAL = 5.0
+#: A commit's subject and author as kept with its deploy, in characters.
+SUBJECT_CHARS = 200
+AUTHOR_CHARS = 100
 
 
 class Runner(Protocol):
@@ -77,6 +86,38 @@ class Listener(Protocol):
     def step_finished(self, step: StepResult) -> None: ...
 
     def deploy_finished(self, result: str, duration: float, finished: float) -> None: ...
+
+
+class Listeners:
+    """
+    Tell every listener what happened. A listener that raises is logged once
+    (with its traceback) and the others are told all the same: a broken
+    metric or notifier must never stall the engine.
+    """
+
+    def __init__(self, listeners: Sequence[Listener] = ()) -> None:
+        self._listeners = list(listeners)
+        self._failed: set[int] = set()
+
+    def append(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def __iter__(self) -> Iterator[Listener]:
+        return iter(self._listeners)
+
+    def tell(self, event: str, *args: Any) -> None:
+        for listener in self._listeners:
+            try:
+                getattr(listener, event)(*args)
+            except Exception:  # noqa: BLE001 - logged once, and the engine goes on
+                if id(listener) not in self._failed:
+                    self._failed.add(id(listener))
+                    log.failure(
+                        "listener {listener} failed on {event}; later failures of it"
+                        " are not logged",
+                        listener=type(listener).__name__,
+                        event=event,
+                    )
 
 
 @attrs.frozen
@@ -114,19 +155,54 @@ class Job:
     trigger: str
     delivery: str | None
     #: Every sha that joined, newest last; None stands for a catch-up, which
-    #: always pulls. Only when HEAD holds them all can the pull be skipped:
-    #: a late redelivery of an old sha must not hide a newer push.
+    #: always pulls. The pull is skipped only for one sha that the remote
+    #: branch is known to hold and HEAD holds: a late redelivery of an old
+    #: sha must not hide a newer push.
     shas: list[str | None]
+    #: A push that joined was forced (a rewind or a rewrite): always pull.
+    forced: bool = False
+    #: Whether a failed write of this deploy's record was logged already.
+    unrecorded: bool = False
 
     @property
     def target(self) -> str | None:
         """The newest sha pushed to this deploy (None for a bare catch-up)."""
         return self.shas[-1]
 
-    def join(self, sha: str) -> None:
+    @property
+    def pushes(self) -> int:
+        """How many pushes joined (a catch-up counts none)."""
+        return sum(1 for sha in self.shas if sha is not None)
+
+    def join(self, sha: str, delivery: str | None, forced: bool) -> None:
         if sha in self.shas:
             self.shas.remove(sha)
         self.shas.append(sha)
+        self.delivery = delivery or self.delivery
+        self.forced = self.forced or forced
+
+    def describe(self) -> str:
+        """What the deploy is for, in words for the log."""
+        if self.target is None:
+            return "catch-up with the remote"
+        return f"{self.trigger} of {self.target}"
+
+
+@attrs.frozen
+class Outcome:
+    """How a cycle ended: written to the journal in one transaction."""
+
+    deploy: int
+    result: str
+    sha: str | None
+    duration: float
+    finished: float
+    failed_step: str | None = None
+    error: str | None = None
+    subject: str | None = None
+    author: str | None = None
+    #: The journal's state keys this deploy leaves (DEPLOYED, ROLLED_BACK).
+    state: Mapping[str, str] = attrs.field(factory=dict)
 
 
 class StepFailed(Exception):
@@ -155,7 +231,10 @@ class RollbackFailed(Exception):
 
 
 class Stopping(Exception):
-    """ghhook is stopping; the cycle ends without starting more steps."""
+    """
+    ghhook is stopping: the cycle ends without starting more steps, and a
+    step cut off by the stop is no failure of the commit (no rollback).
+    """
 
 
 class Deployer:
@@ -170,19 +249,24 @@ class Deployer:
         wall_clock: Callable[[], float] = time.time,
         listeners: Sequence[Listener] = (),
         health: Health | None = None,
+        retry_interval: float = RETRY_INTERVAL,
     ) -> None:
         self.settings = settings
         self.health = health
         self.journal = journal
-        self.listeners = list(listeners)
+        self.listeners = Listeners(listeners)
         self.running: Job | None = None
         self.pending: Job | None = None
         self.head: str | None = None
         self._runner = runner
         self._clock = clock
         self._wall_clock = wall_clock
+        self._retry_interval = retry_interval
         self._stopping = False
-        self._cycle: Deferred[tuple[str, float, float]] | None = None
+        self._cycle: Deferred[Outcome] | None = None
+        #: Outcomes the journal has not taken yet, oldest first.
+        self._unwritten: list[Outcome] = []
+        self._retry: IDelayedCall | None = None
 
     @property
     def busy(self) -> bool:
@@ -194,7 +278,7 @@ class Deployer:
         closed = self.journal.close_unfinished(self._wall_clock())
         if closed:
             log.warn("deploys {ids} were cut off by the previous stop", ids=closed)
-        self._queue("catch-up", None, None)
+        self._queue("catch-up", None, None, forced=False)
 
     def _kill_orphaned_step(self) -> None:
         # A step outlives a SIGKILLed ghhook (it has its own session); a git
@@ -217,11 +301,12 @@ class Deployer:
         except OSError:
             pass
 
-    def submit(self, after: str, delivery: str | None) -> Submission | Ignore:
+    def submit(self, after: str, delivery: str | None, forced: bool = False) -> Submission | Ignore:
         """
         Queue a deploy of ``after``, or join the pending one. Ignored when the
         engine is idle and ``after`` is exactly what runs already, or when
-        ``after`` was rolled back.
+        ``after`` was rolled back. Raises :class:`JournalError` when the
+        journal cannot record it; nothing is queued then.
         """
         if (
             self.running is None
@@ -232,73 +317,168 @@ class Deployer:
             return Ignore(f"{after} is already deployed")
         if after == self.journal.get(ROLLED_BACK):
             return Ignore(f"{after} was rolled back")
-        if self.pending is not None:
-            self.pending.join(after)
-            self.pending.delivery = delivery or self.pending.delivery
-            self.journal.coalesce(self.pending.id, delivery, after)
-            log.info(
-                "push of {sha} joins pending deploy {deploy}",
-                sha=after,
-                deploy=self.pending.id,
-                delivery=delivery,
-            )
-            return Submission(self.pending.id, coalesced=True)
-        job = self._queue("push", after, delivery)
+        pending = self.pending
+        if pending is not None:
+            self.journal.coalesce(pending.id, delivery, after)
+
+            def join() -> None:
+                pending.join(after, delivery, forced)
+                log.info(
+                    "push of {sha} joins pending deploy {deploy}",
+                    sha=after,
+                    deploy=pending.id,
+                    delivery=delivery,
+                )
+
+            self.journal.on_commit(join)
+            return Submission(pending.id, coalesced=True)
+        job = self._queue("push", after, delivery, forced)
         return Submission(job.id, coalesced=False)
 
-    def _queue(self, trigger: str, target: str | None, delivery: str | None) -> Job:
+    def _queue(self, trigger: str, target: str | None, delivery: str | None, forced: bool) -> Job:
         job_id = self.journal.queue_deploy(trigger, delivery, target, self._wall_clock())
-        job = Job(job_id, trigger, delivery, [target])
-        self.pending = job
-        log.info(
-            "deploy {deploy} queued ({trigger}) for {sha}",
-            deploy=job_id,
-            trigger=trigger,
-            sha=target,
-            delivery=delivery,
-        )
-        if self.running is None:
-            # Start on the next turn of the reactor, after the answer is sent.
-            self._clock.callLater(0, self._next)
+        job = Job(job_id, trigger, delivery, [target], forced=forced)
+
+        def queued() -> None:
+            self.pending = job
+            log.info(
+                "deploy {deploy} queued: {what}",
+                deploy=job_id,
+                what=job.describe(),
+                delivery=delivery,
+            )
+            if self.running is None:
+                # Start on the next turn of the reactor, after the answer is sent.
+                self._clock.callLater(0, self._next)
+
+        self.journal.on_commit(queued)
         return job
 
     def _next(self) -> None:
         if self.running is not None or self.pending is None or self._stopping:
             return
+        if not self._write_outcomes():
+            return  # the retry starts the next cycle once the journal took them
         job, self.pending = self.pending, None
         self.running = job
-        self._cycle = Deferred.fromCoroutine(self._run(job))
-        self._cycle.addCallback(self._cycle_done)
+        cycle = Deferred.fromCoroutine(self._run(job))
+        self._cycle = cycle
+        cycle.addErrback(self._crashed, job)
+        cycle.addCallback(self._cycle_done)
 
-    def _cycle_done(self, outcome: tuple[str, float, float]) -> None:
+    def _crashed(self, failure: Failure, job: Job) -> Outcome:
+        """A bug in a cycle: record the deploy as failed; the engine goes on."""
+        log.failure("deploy {deploy} hit an unexpected error", failure, deploy=job.id)
+        now = self._wall_clock()
+        return Outcome(job.id, "failed", job.target, 0.0, now, error=repr(failure.value))
+
+    def _cycle_done(self, outcome: Outcome) -> None:
+        # Idle first: whatever happens below, the engine is not left busy.
         self.running = None
         self._cycle = None
-        result, duration, finished = outcome
-        # Listeners hear of the end once the engine is idle again.
-        for listener in self.listeners:
-            listener.deploy_finished(result, duration, finished)
-        self._next()
+        try:
+            self._unwritten.append(outcome)
+            self._write_outcomes()
+            # Listeners hear of the end once the engine is idle again.
+            self.listeners.tell(
+                "deploy_finished", outcome.result, outcome.duration, outcome.finished
+            )
+        finally:
+            self._next()
+
+    def _write_outcomes(self) -> bool:
+        """Write the outcomes the journal has not taken yet; False if it still refuses."""
+        while self._unwritten:
+            outcome = self._unwritten[0]
+            try:
+                self.journal.finish_deploy(
+                    outcome.deploy,
+                    outcome.result,
+                    outcome.sha,
+                    outcome.finished,
+                    outcome.failed_step,
+                    outcome.error,
+                    subject=outcome.subject,
+                    author=outcome.author,
+                    state=dict(outcome.state),
+                )
+            except JournalError as e:
+                if self._retry is None:
+                    log.error(
+                        "deploy {deploy} {result}, but the journal cannot record it yet;"
+                        " trying again every {interval:g} s, and no deploy starts until"
+                        " it is recorded: {error}",
+                        deploy=outcome.deploy,
+                        result=outcome.result,
+                        interval=self._retry_interval,
+                        error=str(e),
+                    )
+                    self._retry = self._clock.callLater(self._retry_interval, self._retry_now)
+                elif not self._retry.active():
+                    self._retry = self._clock.callLater(self._retry_interval, self._retry_now)
+                return False
+            self._unwritten.pop(0)
+            if self._retry is not None:
+                log.info("deploy {deploy} is recorded now", deploy=outcome.deploy)
+        self._stop_retrying()
+        return True
+
+    def _retry_now(self) -> None:
+        if self._write_outcomes():
+            self._next()
+
+    def _stop_retrying(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
 
     def stop(self) -> Deferred[None]:
         """Start no more steps; give a running one ``STOP_GRACE`` then kill it."""
         self._stopping = True
         cycle = self._cycle
-        if cycle is None:
-            return succeed(None)
         done: Deferred[None] = Deferred()
+        done.addCallback(lambda _: self._last_write())
+        if cycle is None:
+            done.callback(None)
+            return done
         cycle.addBoth(lambda _: done.callback(None))
         self._runner.interrupt(STOP_GRACE)
         return done
 
-    async def _run(self, job: Job) -> tuple[str, float, float]:
+    def _last_write(self) -> None:
+        """One more try for unrecorded outcomes, then no timer outlives the stop."""
+        if not self._write_outcomes():
+            log.error(
+                "deploys {ids} could not be recorded; the next start marks them interrupted",
+                ids=[outcome.deploy for outcome in self._unwritten],
+            )
+        self._stop_retrying()
+
+    def keep(self, job: Job, what: str, write: Callable[[], object]) -> None:
+        """
+        Write part of a deploy's record that the deploy can do without (its
+        start, a step): when the journal refuses it, say so once and go on.
+        """
+        try:
+            write()
+        except JournalError:
+            if not job.unrecorded:
+                job.unrecorded = True
+                log.warn(
+                    "deploy {deploy}: the journal could not record {what}; the deploy goes on",
+                    deploy=job.id,
+                    what=what,
+                )
+
+    async def _run(self, job: Job) -> Outcome:
         started = self._wall_clock()
-        self.journal.start_deploy(job.id, started)
-        for listener in self.listeners:
-            listener.deploy_started()
+        self.keep(job, "its start", lambda: self.journal.start_deploy(job.id, started))
+        self.listeners.tell("deploy_started")
         cycle = Cycle(self, job)
         log.info(
-            "deploy {deploy} started ({trigger}) for {sha}",
+            "deploy {deploy} started: {what}",
             deploy=job.id,
+            what=job.describe(),
             trigger=job.trigger,
             sha=job.target,
             delivery=job.delivery,
@@ -310,7 +490,7 @@ class Deployer:
             result, sha = await cycle.run()
         except StepFailed as e:
             result = "timeout" if e.step.timed_out else "failed"
-            sha, failed_step, error = job.target, e.step.name, _explain(e.step)
+            sha, failed_step, error = cycle.new or job.target, e.step.name, _explain(e.step)
         except RolledBack as e:
             result, sha, failed_step = "rolled_back", cycle.new, e.step.name
             error = _explain(e.step)
@@ -323,26 +503,45 @@ class Deployer:
                 error=error,
             )
         except Stopping:
-            result, sha, failed_step = "failed", job.target, cycle.last_step
-            error = "ghhook stopped during this deploy"
+            result, sha, failed_step = "interrupted", cycle.new or job.target, cycle.last_step
+            error = "ghhook stopped during this deploy; the next start catches up"
+        except JournalError as e:
+            result, sha, failed_step, error = "failed", job.target, cycle.last_step, str(e)
         except Exception as e:  # noqa: BLE001 - recorded, and the engine goes on
             log.failure("deploy {deploy} hit an unexpected error", deploy=job.id)
             result, sha, failed_step, error = "failed", job.target, None, repr(e)
         finished = self._wall_clock()
-        self.journal.finish_deploy(job.id, result, sha, finished, failed_step, error)
+        state = {}
+        if cycle.running is not None:
+            state[DEPLOYED] = cycle.running
+        if cycle.rolled_back is not None:
+            state[ROLLED_BACK] = cycle.rolled_back
+        subject, author = cycle.commits.get(sha, (None, None)) if sha else (None, None)
         emit = log.info if result in ("deployed", "unchanged") else log.error
         emit(
-            "deploy {deploy} {result}: {sha}{why}",
+            "deploy {deploy} {result}: {what}{why}",
             deploy=job.id,
             result=result,
-            sha=sha,
+            what=sha or "nothing pulled",
             why=f" ({error})" if error else "",
+            sha=sha,
             error=error,
             step=failed_step,
             delivery=job.delivery,
             duration=finished - started,
         )
-        return result, finished - started, finished
+        return Outcome(
+            job.id,
+            result,
+            sha,
+            finished - started,
+            finished,
+            failed_step,
+            error,
+            subject,
+            author,
+            state,
+        )
 
     # Process helpers used by Cycle
 
@@ -353,6 +552,11 @@ class Deployer:
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
     ) -> StepResult:
+        def started(pid: int) -> None:
+            self.keep(
+                job, "its step's process group", lambda: self.journal.put(STEP_GROUP, str(pid))
+            )
+
         result = await self.observe(
             lambda: self._runner.run(
                 name,
@@ -361,19 +565,23 @@ class Deployer:
                 env=env if env is not None else self.settings.env,
                 timeout=self.settings.timeout,
                 fields={"deploy": job.id, "delivery": job.delivery},
-                on_start=lambda pid: self.journal.put(STEP_GROUP, str(pid)),
+                on_start=started,
             )
         )
-        self.journal.forget(STEP_GROUP)
+        self.keep(job, "the end of a step", lambda: self.journal.forget(STEP_GROUP))
         return result
 
     async def observe(self, start: Callable[[], Deferred[StepResult]]) -> StepResult:
-        """Start a step unless ghhook is stopping; tell the listeners its end."""
+        """
+        Start a step unless ghhook is stopping; tell the listeners its end. A
+        step that did not succeed while ghhook stops was cut off by the stop.
+        """
         if self._stopping:
             raise Stopping()
         result = await start()
-        for listener in self.listeners:
-            listener.step_finished(result)
+        self.listeners.tell("step_finished", result)
+        if self._stopping and not result.ok:
+            raise Stopping()
         return result
 
 
@@ -400,7 +608,15 @@ class Cycle:
         self.settings = deployer.settings
         self.journal = deployer.journal
         self.last_step: str | None = None
+        #: The commit this deploy pulled, once HEAD moved to it.
         self.new: str | None = None
+        #: What the service runs, as far as this deploy knows; the journal
+        #: takes it (as DEPLOYED) with the deploy's outcome.
+        self.running: str | None = None
+        #: A commit this deploy rolled back; the journal keeps it from coming back.
+        self.rolled_back: str | None = None
+        #: Subject and author of the commits looked at, by sha.
+        self.commits: dict[str, tuple[str, str]] = {}
         self._seq = 0
 
     def git(self, *args: str) -> list[str]:
@@ -415,7 +631,10 @@ class Cycle:
 
     def keep(self, result: StepResult) -> StepResult:
         self._seq += 1
-        self.journal.add_step(self.job.id, self._seq, result)
+        seq = self._seq
+        self.deployer.keep(
+            self.job, f"step {result.name}", lambda: self.journal.add_step(self.job.id, seq, result)
+        )
         return result
 
     async def must(
@@ -439,21 +658,41 @@ class Cycle:
         self.deployer.head = sha
         return sha
 
+    async def remote_head(self) -> str | None:
+        """The remote branch's head as last fetched into the clone, if any."""
+        ref = f"refs/remotes/{self.settings.remote}/{self.settings.branch}^{{commit}}"
+        result = await self.query("remote-head", self.git("rev-parse", "--verify", "--quiet", ref))
+        lines = result.output.strip().splitlines()
+        return lines[-1].strip() if result.ok and lines else None
+
     async def contains(self, sha: str) -> bool:
         result = await self.query(
             "merge-base", self.git("merge-base", "--is-ancestor", sha, "HEAD")
         )
         return result.exit_code == 0
 
-    async def holds_all(self, shas: Sequence[str | None]) -> bool:
-        """Whether HEAD holds every sha pushed to this deploy, so no pull is due."""
-        if None in shas or len(shas) > MAX_ANCESTRY_CHECKS:
+    async def fetched_already(self) -> bool:
+        """
+        Whether the pull can be skipped: one sha was pushed, not forced, it is
+        the remote branch's head as last fetched, and HEAD holds it. Anything
+        else pulls: a forced push may rewind the branch to a commit HEAD
+        holds, and git is asked only about a sha the clone has fetched.
+        """
+        shas = set(self.job.shas)
+        if self.job.forced or len(shas) != 1 or None in shas:
             return False
-        for sha in reversed(shas):
-            assert sha is not None
-            if not await self.contains(sha):
-                return False
-        return True
+        (sha,) = shas
+        assert sha is not None
+        return await self.remote_head() == sha and await self.contains(sha)
+
+    async def describe(self, sha: str) -> None:
+        """Note the subject and author of ``sha`` for the deploy's record."""
+        result = await self.query(
+            "show-commit", self.git("log", "-1", "--no-show-signature", "--format=%an%x00%s", sha)
+        )
+        author, _, subject = result.output.strip("\n").partition("\0")
+        if result.ok and subject:
+            self.commits[sha] = (subject[:SUBJECT_CHARS], author[:AUTHOR_CHARS])
 
     async def repair(self) -> None:
         """Abort a rebase that a conflict or a crash left in the clone."""
@@ -471,16 +710,22 @@ class Cycle:
                 f"the clone is on {branch or 'a detached HEAD'}, not {self.settings.branch}",
             )
         before = await self.head()
-        self.journal.set_before(self.job.id, before)
-        if self.journal.get(DEPLOYED) is None:
-            # First run: the service is taken to run what the clone holds.
-            self.journal.put(DEPLOYED, before)
-        if await self.holds_all(self.job.shas):
-            log.info("{sha} is already in HEAD; no pull", sha=self.job.target, deploy=self.job.id)
+        self.deployer.keep(
+            self.job, "the commit before", lambda: self.journal.set_before(self.job.id, before)
+        )
+        # On the first run the service is taken to run what the clone holds.
+        deployed = self.journal.get(DEPLOYED) or before
+        self.running = deployed
+        if await self.fetched_already():
+            log.info(
+                "{sha} is the remote's head and in HEAD already; no pull",
+                sha=self.job.target,
+                deploy=self.job.id,
+            )
         else:
             await self.pull(before)
         after = await self.head()
-        deployed = self.journal.get(DEPLOYED) or before
+        await self.describe(after)
         if after == deployed:
             return "unchanged", after
         if after == self.journal.get(ROLLED_BACK):
@@ -493,10 +738,11 @@ class Cycle:
             )
             await self.must("reset", self.git("reset", "--hard", deployed))
             await self.head()
+            await self.describe(deployed)
             return "unchanged", deployed
         self.new = after
         await self.release(deployed, after)
-        self.journal.put(DEPLOYED, after)
+        self.running = after
         return "deployed", after
 
     async def pull(self, before: str) -> None:
@@ -565,7 +811,7 @@ class Cycle:
             sha=new,
             old=old,
         )
-        self.journal.put(ROLLED_BACK, new)
+        self.rolled_back = new
         env = self.release_env(new, old, rollback=True)
         try:
             await self.must("rollback-reset", self.git("reset", "--hard", old))

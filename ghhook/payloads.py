@@ -21,6 +21,7 @@ def push_payload(
     repository: str = "example/app",
     message: str = "ghhook test delivery",
     pusher: str = "ghhook",
+    forced: bool = False,
 ) -> dict[str, Any]:
     """A push event payload with the fields GitHub sends and ghhook reads."""
     owner, _, name = repository.partition("/")
@@ -44,7 +45,7 @@ def push_payload(
         "after": after,
         "created": before == ZERO_SHA,
         "deleted": after == ZERO_SHA,
-        "forced": False,
+        "forced": forced,
         "base_ref": None,
         "compare": f"https://github.com/{repository}/compare/{before[:12]}...{after[:12]}",
         "commits": [commit] if after != ZERO_SHA else [],

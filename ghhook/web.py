@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from ghhook.decision import Decision, Deploy, Ignore, Pong, Tracked, decide
 from ghhook.delivery import BadDelivery, parse_body
 from ghhook.deployer import Deployer
-from ghhook.journal import Journal
+from ghhook.journal import Journal, JournalError
 from ghhook.signature import SHA1_HEADER, SHA256_HEADER, Outcome, verify
 
 log = Logger(namespace="ghhook.web")
@@ -129,7 +129,7 @@ class Hook:
         )
 
     def healthz(self, request: IRequest) -> bytes:
-        return json_body(request, 200, {"ok": True})
+        return healthz(request, self.journal)
 
     def _answer(
         self,
@@ -187,72 +187,79 @@ class Hook:
             )
             return self._answer(request, label, "malformed", 400, {"error": str(e)})
 
-        with self.journal.transaction():
-            return self._act(request, event, label, delivery, decision)
+        try:
+            with self.journal.transaction():
+                outcome, code, answer = self._act(event, delivery, decision)
+        except JournalError:
+            # Nothing was queued: the forge shows a failed delivery, to redeliver
+            # once /healthz is ok again. The journal logged why, once.
+            outcome, code = "unrecorded", 503
+            answer = {
+                "error": "ghhook cannot record deliveries now (its journal fails; see"
+                " /healthz); nothing was queued: redeliver later"
+            }
+        return self._answer(request, label, outcome, code, answer)
 
     def _act(
-        self, request: IRequest, event: str, label: str, delivery: str | None, decision: Decision
-    ) -> bytes:
-        """Record the delivery and do what the decision says; one transaction."""
+        self, event: str, delivery: str | None, decision: Decision
+    ) -> tuple[str, int, dict[str, Any]]:
+        """
+        Record the delivery and do what the decision says, in one transaction;
+        the engine takes a push, and the log tells of it, only once it commits.
+        """
         after = decision.push.after if isinstance(decision, Deploy) else None
         outcome = {Pong: "pong", Ignore: "ignored", Deploy: "accepted"}[type(decision)]
         seq = self.journal.add_delivery(delivery, event, outcome, self._wall_clock(), after)
+        say = self.journal.on_commit
         if seq is None:
-            log.info(
-                "delivery {delivery} seen before; ignored",
-                delivery=delivery,
-                event=event,
-            )
-            return self._answer(request, label, "duplicate", 200, {"duplicate": delivery})
+            say(lambda: log.info("delivery {delivery} seen before; ignored", delivery=delivery))
+            return "duplicate", 200, {"duplicate": delivery}
 
         if isinstance(decision, Pong):
-            log.info(
-                "ping {delivery} answered",
-                delivery=delivery,
-                event=event,
-                hook=decision.hook_id,
+            say(
+                lambda: log.info(
+                    "ping {delivery} answered", delivery=delivery, hook=decision.hook_id
+                )
             )
-            return self._answer(
-                request,
-                label,
-                "pong",
-                200,
-                {"pong": True, "zen": decision.zen, "hook_id": decision.hook_id},
-            )
+            return "pong", 200, {"pong": True, "zen": decision.zen, "hook_id": decision.hook_id}
         if isinstance(decision, Ignore):
-            log.info(
-                "delivery {delivery} ({event}) ignored: {reason}",
-                delivery=delivery,
-                event=event,
-                reason=decision.reason,
+            say(
+                lambda: log.info(
+                    "delivery {delivery} ({event}) ignored: {reason}",
+                    delivery=delivery,
+                    event=event,
+                    reason=decision.reason,
+                )
             )
-            return self._answer(request, label, "ignored", 200, {"ignored": decision.reason})
+            return "ignored", 200, {"ignored": decision.reason}
 
         push = decision.push
-        submission = self.deployer.submit(push.after, delivery)
+        submission = self.deployer.submit(push.after, delivery, forced=push.forced)
         if isinstance(submission, Ignore):
             self.journal.settle_delivery(seq, "ignored")
-            log.info(
-                "delivery {delivery}: {reason}",
-                delivery=delivery,
-                event=event,
-                reason=submission.reason,
-                sha=push.after,
+            reason = submission.reason
+            say(
+                lambda: log.info(
+                    "delivery {delivery}: {reason}",
+                    delivery=delivery,
+                    reason=reason,
+                    sha=push.after,
+                )
             )
-            return self._answer(request, label, "ignored", 200, {"ignored": submission.reason})
+            return "ignored", 200, {"ignored": reason}
         self.journal.settle_delivery(seq, "accepted", submission.deploy)
-        log.info(
-            "push {delivery} of {sha} to {branch} accepted as deploy {deploy}",
-            delivery=delivery,
-            event=event,
-            sha=push.after,
-            branch=push.branch,
-            deploy=submission.deploy,
-            pusher=push.pusher,
+        say(
+            lambda: log.info(
+                "push {delivery} of {sha} to {branch} accepted as deploy {deploy}{forced}",
+                delivery=delivery,
+                sha=push.after,
+                branch=push.branch,
+                deploy=submission.deploy,
+                pusher=push.pusher,
+                forced=" (forced)" if push.forced else "",
+            )
         )
-        return self._answer(
-            request,
-            label,
+        return (
             "accepted",
             202,
             {
@@ -262,6 +269,15 @@ class Hook:
                 "coalesced": submission.coalesced,
             },
         )
+
+
+def healthz(request: IRequest, journal: Journal) -> bytes:
+    """200 while the journal can be read and written, else 503 with the reason."""
+    request.setHeader(b"Cache-Control", b"no-store")
+    problem = journal.health()
+    if problem is not None:
+        return json_body(request, 503, {"ok": False, "error": problem})
+    return json_body(request, 200, {"ok": True})
 
 
 def _header(request: IRequest, name: str) -> str | None:

@@ -27,13 +27,16 @@ class Call:
 
 class FakeRunner:
     """
-    Records each step; read-only git questions (rev-parse, merge-base) are
-    answered at once from ``head`` and ``contained``, every other step waits
-    until the test finishes it. Fails loudly if two steps ever overlap.
+    Records each step; read-only git questions (rev-parse, remote-head,
+    merge-base, show-commit) are answered at once from ``head``,
+    ``tracking`` and ``contained``, every other step waits until the test
+    finishes it. Fails loudly if two steps ever overlap.
     """
 
     def __init__(self, head: str) -> None:
         self.head = head
+        #: The remote branch's head as last fetched (refs/remotes/origin/main).
+        self.tracking: str | None = head
         self.contained: set[str] = {head}
         #: The shas asked about with merge-base, in order.
         self.asked: list[str] = []
@@ -56,10 +59,20 @@ class FakeRunner:
         argv = tuple(argv)
         if name == "rev-parse":
             return succeed(StepResult(name, argv, 0, None, False, 0.0, 0.0, self.head + "\n"))
+        if name == "remote-head":
+            found = self.tracking is not None
+            output = f"{self.tracking}\n" if found else ""
+            return succeed(StepResult(name, argv, 0 if found else 1, None, False, 0, 0, output))
         if name == "merge-base":
             self.asked.append(argv[-2])
+            assert argv[-2] in self.contained or argv[-2] == self.tracking, (
+                f"git asked about {argv[-2]}, which the clone has not fetched"
+            )
             code = 0 if argv[-2] in self.contained else 1
             return succeed(StepResult(name, argv, code, None, False, 0.0, 0.0, ""))
+        if name == "show-commit":
+            output = f"Ann Author\0subject of {argv[-1][:7]}\n"
+            return succeed(StepResult(name, argv, 0, None, False, 0.0, 0.0, output))
         call = Call(name, argv, env, timeout, Deferred())
         self.calls.append(call)
         self.outstanding = call
@@ -77,6 +90,7 @@ class FakeRunner:
         """Finish the running pull as if the remote's tip were ``sha``."""
         assert self.outstanding is not None and self.outstanding.name == "pull"
         self.head = sha
+        self.tracking = sha
         self.contained.add(sha)
         self.outstanding.finish(0, "Updating\n")
 

@@ -41,7 +41,9 @@ def fill(journal: Journal) -> dict[str, int]:
         2,
         StepResult("restart", ("/bin/restart-app",), 0, None, False, T0 + 2.5, 0.25, ""),
     )
-    journal.finish_deploy(ids["deployed"], "deployed", B, T0 + 3)
+    journal.finish_deploy(
+        ids["deployed"], "deployed", B, T0 + 3, subject="Fix the <b>login</b>", author="Ann"
+    )
 
     ids["failed"] = journal.queue_deploy("push", "d-2", C, T0 + 10)
     journal.start_deploy(ids["failed"], T0 + 11)
@@ -116,6 +118,7 @@ def test_status_of_a_fresh_daemon(client: Client) -> None:
         "busy": False,
         "running": None,
         "pending": None,
+        "journal_error": None,
         "deploys": [],
     }
 
@@ -145,6 +148,8 @@ def test_status_lists_deploys_newest_first_with_their_steps(client: Client) -> N
         "duration": 2.0,
         "failed_step": None,
         "error": None,
+        "subject": "Fix the <b>login</b>",
+        "author": "Ann",
         "steps": [
             {
                 "name": "pull",
@@ -186,18 +191,34 @@ def test_status_shows_the_running_and_the_pending_deploy(client: Client) -> None
     engine.deployer.start()
     first = client.status()
     assert first["busy"] is False
-    assert first["pending"] == {"id": 1, "trigger": "catch-up", "target": None, "delivery": None}
+    assert first["pending"] == {
+        "id": 1,
+        "trigger": "catch-up",
+        "target": None,
+        "delivery": None,
+        "pushes": 0,
+        "forced": False,
+    }
     engine.turn()  # the catch-up pull runs
     sub = engine.submit(B, "d-1")
     status = client.status()
     assert status["busy"] is True
     assert status["head"] == A
-    assert status["running"] == {"id": 1, "trigger": "catch-up", "target": None, "delivery": None}
+    assert status["running"] == {
+        "id": 1,
+        "trigger": "catch-up",
+        "target": None,
+        "delivery": None,
+        "pushes": 0,
+        "forced": False,
+    }
     assert status["pending"] == {
         "id": sub.deploy,
         "trigger": "push",
         "target": B,
         "delivery": "d-1",
+        "pushes": 1,
+        "forced": False,
     }
     assert [(d["id"], d["result"]) for d in status["deploys"]] == [
         (sub.deploy, "queued"),

@@ -107,7 +107,22 @@ def test_burst_coalesces_into_one_pending_deploy_of_the_latest_sha(engine: Engin
     assert deploy["delivery"] == "d-2" and deploy["deliveries"] == 3
 
 
-def test_push_already_in_head_runs_no_pull(engine: Engine) -> None:
+def test_push_of_the_fetched_remote_head_already_in_head_runs_no_pull(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(A)
+    # Someone pulled C by hand: the clone has fetched it and HEAD holds it.
+    engine.runner.head = engine.runner.tracking = C
+    engine.runner.contained.add(C)
+    sub = engine.submit(C, "d-1")
+    engine.turn()
+    assert engine.runner.names() == ["pull", "restart"], "no pull, but C is released"
+    engine.runner.outstanding.finish(0)
+    assert engine.result(sub.deploy)["result"] == "deployed"
+
+
+def test_late_push_of_an_older_sha_in_head_still_pulls(engine: Engine) -> None:
+    """The sha is not the remote branch's head: only a pull says what is."""
     engine.deployer.start()
     engine.turn()
     engine.runner.pull_to(C)  # the catch-up brought C (and B before it)
@@ -115,8 +130,29 @@ def test_push_already_in_head_runs_no_pull(engine: Engine) -> None:
     engine.runner.contained.add(B)
     sub = engine.submit(B, "late")
     engine.turn()
-    assert engine.runner.names() == ["pull", "restart"]
+    assert engine.runner.names() == ["pull", "restart", "pull"]
+    engine.runner.pull_to(C)
     assert engine.result(sub.deploy)["result"] == "unchanged"
+    assert engine.runner.asked == [], "git is asked only about shas the clone has fetched"
+
+
+def test_forced_push_rewinding_to_a_commit_in_head_pulls_and_releases_it(engine: Engine) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(B)  # the catch-up brought B on top of A
+    engine.runner.calls[-1].finish(0)  # restart for B
+    # The branch is pushed back to A: A is in HEAD, and was the remote's head once.
+    engine.runner.tracking = A
+    sub = engine.deployer.submit(A, "rewind", forced=True)
+    assert isinstance(sub, Submission)
+    engine.turn()
+    assert engine.runner.names() == ["pull", "restart", "pull"]
+    engine.runner.pull_to(A)
+    assert engine.runner.names() == ["pull", "restart", "pull", "restart"]
+    engine.runner.outstanding.finish(0)
+    deploy = engine.result(sub.deploy)
+    assert (deploy["result"], deploy["sha"]) == ("deployed", A)
+    assert engine.journal.get(DEPLOYED) == A
 
 
 def test_late_redelivery_of_an_old_sha_does_not_hide_a_newer_push(engine: Engine) -> None:
@@ -282,7 +318,7 @@ def test_stop_interrupts_the_running_step_and_starts_no_more(engine: Engine) -> 
     engine.turn()
     assert engine.runner.names() == ["pull"]
     deploy = engine.result(1)
-    assert deploy["result"] == "failed" and "stopped" in deploy["error"]
+    assert deploy["result"] == "interrupted" and "stopped" in deploy["error"]
 
 
 def test_next_start_closes_deploys_left_open(tmp_path: Path) -> None:
@@ -300,8 +336,8 @@ def test_next_start_closes_deploys_left_open(tmp_path: Path) -> None:
     )
     again.start()
     rows = {d["id"]: d for d in again.journal.recent_deploys()}
-    assert rows[1]["result"] == "failed" and "during" in rows[1]["error"]
-    assert rows[2]["result"] == "failed" and "before" in rows[2]["error"]
+    assert rows[1]["result"] == "interrupted" and "during" in rows[1]["error"]
+    assert rows[2]["result"] == "interrupted" and "before" in rows[2]["error"]
     assert rows[3]["result"] == "queued" and rows[3]["trigger"] == "catch-up"
 
 
