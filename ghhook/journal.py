@@ -37,7 +37,6 @@ KEEP_DELIVERIES = 50_000
 _PRUNE_EVERY = 1_000
 #: Deploys (with their steps) kept for /status and history: --keep-deploys.
 KEEP_DEPLOYS = 1_000
-_PRUNE_DEPLOYS_EVERY = 50
 #: Seconds a write waits for a lock another process holds; the reactor
 #: thread waits with it, so keep it short: the caller answers 503 instead.
 BUSY_TIMEOUT = 0.5
@@ -209,7 +208,6 @@ class Journal:
         self._corrupt = False
         self._last_probe = -1e18
         self._since_prune = 0
-        self._finished_since_prune = 0
         self._on_commit: list[Callable[[], None]] | None = None
 
     def open(self) -> Journal:
@@ -487,10 +485,7 @@ class Journal:
             )
             for key, value in (state or {}).items():
                 self._put(key, value)
-            self._finished_since_prune += 1
-            if self._finished_since_prune >= _PRUNE_DEPLOYS_EVERY:
-                self._finished_since_prune = 0
-                self._prune_deploys()
+            self._prune_deploys()
             if own:
                 self._db.execute("COMMIT")
         except BaseException:
@@ -504,7 +499,10 @@ class Journal:
             self._recovered()
 
     def _prune_deploys(self) -> None:
-        """Keep the newest ``keep_deploys`` finished deploys and their steps."""
+        """
+        Keep the newest ``keep_deploys`` deploys and their steps: two deletes
+        by primary key, nothing to do on most calls.
+        """
         row = self._db.execute("SELECT MAX(id) FROM deploys").fetchone()
         newest = row[0] if row is not None and row[0] is not None else 0
         cut = newest - self.keep_deploys

@@ -1,7 +1,8 @@
-"""A controllable process runner for the engine's unit tests."""
+"""A controllable process runner and a failing disk for the engine's unit tests."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -99,3 +100,33 @@ class FakeRunner:
         if self.outstanding is not None:
             self.outstanding.finish(None, "killed")
         return succeed(None)
+
+
+class FailingDisk:
+    """
+    Stands in for a journal's SQLite connection: reads pass, and while
+    ``full`` every write fails as SQLite fails on a full disk.
+    """
+
+    WRITES = ("INSERT", "UPDATE", "DELETE", "COMMIT")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.full = False
+        self.refused = 0
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if self.full and sql.lstrip().upper().startswith(self.WRITES):
+            self.refused += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def fill_disk(journal: Any) -> FailingDisk:
+    """Put a FailingDisk under an open journal; set its ``full`` to fail writes."""
+    disk = FailingDisk(journal._db)
+    journal._db = disk
+    return disk

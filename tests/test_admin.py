@@ -13,10 +13,10 @@ from twisted.python.failure import Failure
 
 from ghhook.admin import RECENT_DEPLOYS, Admin, status_document
 from ghhook.deployer import Deployer
-from ghhook.journal import Journal
+from ghhook.journal import Journal, JournalError
 from ghhook.metrics import Metrics
 from ghhook.runner import StepResult
-from tests.fakes import FakeRunner
+from tests.fakes import FakeRunner, fill_disk
 from tests.test_deployer import A, B, C, Engine
 
 URL = "http://admin.invalid"
@@ -323,6 +323,20 @@ def test_metrics_follow_the_engine(client: Client) -> None:
 
 def test_healthz(client: Client) -> None:
     assert client.json("GET", "/healthz")[::2] == (200, {"ok": True})
+
+
+def test_healthz_and_status_say_why_while_the_journal_fails(client: Client) -> None:
+    disk = fill_disk(client.engine.journal)
+    disk.full = True
+    with pytest.raises(JournalError):
+        client.engine.journal.put("deployed", A)
+    code, _, answer = client.json("GET", "/healthz")
+    assert code == 503 and "disk is full" in answer["error"]
+    assert "disk is full" in client.status()["journal_error"]
+    disk.full = False
+    client.engine.journal._last_probe = -1e18  # the next probe is due
+    assert client.json("GET", "/healthz")[::2] == (200, {"ok": True})
+    assert client.status()["journal_error"] is None
 
 
 @pytest.mark.parametrize("path", ["/nothing", "/status/", "/github", "/metrics/x"])

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from ghhook.decision import Ignore
-from ghhook.deployer import Deployer, Settings
+from ghhook.deployer import Deployer, Settings, Submission
 from ghhook.gitrepo import in_rebase
 from ghhook.journal import Journal
 from ghhook.runner import ProcessRunner, StepResult
@@ -184,4 +184,40 @@ async def test_start_aborts_a_rebase_left_by_a_crash(git: GitFixture) -> None:
     await done
     assert not in_rebase(git.clone / ".git")
     assert last(deployer)["steps"][0]["name"] == "abort-rebase"
+    deployer.journal.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_forced_push_back_to_an_earlier_commit_is_deployed(git: GitFixture) -> None:
+    """The usual emergency rollback: push the branch back to a commit HEAD holds."""
+    deployer, finished = await started(git)
+    good = git.head()
+    bad = git.commit_and_push("v2 (broken)\n")
+    done = finished.next()
+    deployer.submit(bad, "bad")
+    assert await done == "deployed"
+    run_git(git.work, "push", "--quiet", "--force", "origin", f"{good}:main")
+    done = finished.next()
+    assert isinstance(deployer.submit(good, "rewind", forced=True), Submission)
+    assert await done == "deployed"
+    assert git.head() == good, "the clone ends on the pushed commit"
+    assert restarts(git) == [bad, good], "and the service is released on it"
+    assert last(deployer)["subject"] == "first commit"
+    deployer.journal.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rewind_delivered_without_forced_still_pulls(git: GitFixture) -> None:
+    """A sender that omits ``forced``: the sha is not the fetched remote head."""
+    deployer, finished = await started(git)
+    good = git.head()
+    bad = git.commit_and_push("v2 (broken)\n")
+    done = finished.next()
+    deployer.submit(bad, "bad")
+    assert await done == "deployed"
+    run_git(git.work, "push", "--quiet", "--force", "origin", f"{good}:main")
+    done = finished.next()
+    deployer.submit(good, "rewind")
+    assert await done == "deployed"
+    assert git.head() == good and restarts(git) == [bad, good]
     deployer.journal.close()

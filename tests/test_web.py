@@ -16,6 +16,7 @@ from ghhook.decision import Tracked
 from ghhook.payloads import delivery_headers, encode, ping_payload, push_payload
 from ghhook.signature import sign
 from ghhook.web import Hook, make_site
+from tests.fakes import fill_disk
 from tests.test_deployer import A, B, C, Engine
 
 SECRET = b"It's a Secret to Everybody"
@@ -303,3 +304,30 @@ def test_bad_signature_warnings_are_rate_limited_per_peer(tmp_path: Path) -> Non
         globalLogPublisher.removeObserver(events.append)
     warnings = [e for e in events if e.get("log_format", "").startswith("rejected a delivery")]
     assert [w["suppressed"] for w in warnings] == [0, 2]
+
+
+def test_a_delivery_the_journal_cannot_record_is_answered_503_and_queues_nothing(
+    client: Client,
+) -> None:
+    disk = fill_disk(client.engine.journal)
+    disk.full = True
+    code, answer = client.deliver("push", push_payload(B, before=A), delivery="d-1")
+    assert code == 503 and "redeliver" in answer["error"]
+    assert set(answer) == {"error"}
+    client.engine.turn()
+    assert client.engine.deployer.pending is None and client.engine.runner.calls == []
+    code, health, _ = client.request("GET", "http://ghhook.invalid/healthz")
+    assert code == 503 and health["ok"] is False and "disk is full" in health["error"]
+    disk.full = False
+    client.engine.journal._last_probe = -1e18  # the next probe is due
+    assert client.request("GET", "http://ghhook.invalid/healthz")[:2] == (200, {"ok": True})
+    code, answer = client.deliver("push", push_payload(B, before=A), delivery="d-1")
+    assert code == 202, "the redelivery is taken: the refused one left no trace"
+
+
+def test_a_forced_push_is_handed_to_the_engine_as_forced(client: Client) -> None:
+    payload = {**push_payload(B, before=A), "forced": True}
+    code, _ = client.deliver("push", payload)
+    assert code == 202
+    pending = client.engine.deployer.pending
+    assert pending is not None and pending.forced
