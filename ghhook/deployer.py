@@ -345,6 +345,8 @@ class Deployer:
                 "deploy {deploy} queued: {what}",
                 deploy=job_id,
                 what=job.describe(),
+                trigger=trigger,
+                sha=target,
                 delivery=delivery,
             )
             if self.running is None:
