@@ -2,10 +2,15 @@
 The admin listener's HTML page: the ``/status`` document, readable at a glance.
 
 A pure function of that document, so it is tested without a server. Commit
-subjects, branch names and git's output come from whoever can push: the page
-is built from :mod:`twisted.web.template` tags, which escape every string they
-are given, and nothing is written into it as markup. It refreshes itself
-every few seconds, uses inline CSS only, and loads nothing else.
+subjects and authors, branch names and git's output come from whoever can
+push: the page is built from :mod:`twisted.web.template` tags, which escape
+every string they are given, and nothing is written into it as markup. It
+refreshes itself every few seconds, uses inline CSS only, runs no script and
+loads nothing else.
+
+It reads on a phone: below ``NARROW_PX`` each deploy is a card instead of a
+table row, and anything long (shas, paths, commands, subjects, git's output)
+wraps inside its own box, so the page is never wider than the screen.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from twisted.web.template import Tag, flatten, tags
 REFRESH_SECONDS = 5
 #: Lines of a failed step's output shown on the page (the journal keeps ~40).
 OUTPUT_LINES = 20
+#: Widths (CSS px) below which deploys are shown as cards, not table rows.
+NARROW_PX = 900
 
 # Colours per result; anything else (a result added later) gets "other".
 _RESULT_CLASSES = {
@@ -28,48 +35,101 @@ _RESULT_CLASSES = {
     "failed": "bad",
     "timeout": "slow",
     "rolled_back": "back",
+    "interrupted": "stopped",
     "running": "busy",
     "queued": "wait",
 }
 
+#: What each result means: the badges' titles and the legend under the table.
+RESULT_MEANINGS = {
+    "deployed": "the service was restarted on this commit",
+    "unchanged": "nothing new to run; the service was not restarted",
+    "failed": "a step failed and the deploy stopped there",
+    "timeout": "a step ran past its time limit and was stopped",
+    "rolled_back": "a release step failed and the previous commit runs again",
+    "interrupted": "ghhook was stopped or killed during this deploy; the next start catches up",
+    "running": "running now",
+    "queued": "waiting to start",
+}
+
+# Results whose row is tinted as a failure and shows the failed step's output.
+_FAILURES = ("failed", "timeout", "rolled_back")
+# Results still in progress: the newest finished deploy is the "last" one.
+_UNFINISHED = ("running", "queued")
+
 # The flattener escapes <, > and & in a <style> too; the CSS avoids them.
-_CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1f2328; background: #fff; }
-h1 { font-size: 1.3em; margin: 0 0 .6em; }
-h2 { font-size: 1.1em; margin: 1.4em 0 .5em; }
-code, pre, .sha { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
-dl.summary { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; margin: 0; }
-dl.summary dt { color: #59636e; }
-dl.summary dd { margin: 0; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #d1d9e0; vertical-align: top; }
-th { background: #f6f8fa; font-weight: 600; }
-td { white-space: nowrap; }
-td.details, td.details td { white-space: normal; }
-td.details { width: 100%; }
-.badge { display: inline-block; padding: .05em .55em; border-radius: 1em; font-weight: 600;
-         color: #fff; background: #59636e; }
-.badge.ok { background: #1a7f37; }
-.badge.same { background: #0969da; }
-.badge.bad { background: #cf222e; }
-.badge.slow { background: #bc4c00; }
-.badge.back { background: #8250df; }
-.badge.busy { background: #9a6700; }
-.badge.wait { background: #818b98; }
-.state.idle { color: #1a7f37; font-weight: 600; }
-.state.busy, .state.pending { color: #9a6700; font-weight: 600; }
-tr.failure td { background: #ffebe9; }
-pre.output { margin: .4em 0 0; padding: .6em; background: #1f2328; color: #f0f3f6;
-             white-space: pre-wrap; word-break: break-all; max-height: 24em; overflow: auto; }
-details summary { cursor: pointer; color: #59636e; }
-.muted { color: #59636e; }
-.error { color: #cf222e; }
+_CSS = f"""
+*, *::before, *::after {{ box-sizing: border-box; }}
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1f2328; background: #fff; }}
+h1 {{ font-size: 1.3em; margin: 0 0 .6em; }}
+h2 {{ font-size: 1.1em; margin: 1.4em 0 .5em; }}
+code, pre, .sha {{ font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }}
+code, .sha, .subject, .author, .error, dd {{ overflow-wrap: anywhere; }}
+.banner {{ margin: 0 0 1em; padding: .6em .8em; border: 2px solid #cf222e; border-radius: 6px;
+           background: #ffebe9; color: #82071e; overflow-wrap: anywhere; }}
+dl.summary, dl.legend {{ display: grid; grid-template-columns: max-content minmax(0, 1fr);
+                         gap: .2em 1em; margin: 0; }}
+dl.summary dt {{ color: #59636e; }}
+dl.summary dd, dl.legend dd {{ margin: 0; min-width: 0; }}
+dl.legend {{ margin-top: 1em; align-items: baseline; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ text-align: left; padding: .35em .6em; border-bottom: 1px solid #d1d9e0;
+          vertical-align: top; }}
+th {{ background: #f6f8fa; font-weight: 600; }}
+td {{ white-space: nowrap; }}
+td.commit, td.delivery, td.details, td.details td {{ white-space: normal; }}
+td.commit {{ width: 30%; min-width: 12em; }}
+td.details {{ width: 70%; min-width: 16em; }}
+.subject {{ font-weight: 600; }}
+.badge {{ display: inline-block; padding: .05em .55em; border-radius: 1em; font-weight: 600;
+          color: #fff; background: #59636e; border: 1px solid transparent; white-space: nowrap; }}
+.badge.ok {{ background: #1a7f37; }}
+.badge.same {{ background: #0969da; }}
+.badge.bad {{ background: #cf222e; }}
+.badge.slow {{ background: #bc4c00; }}
+.badge.back {{ background: #8250df; }}
+.badge.stopped {{ background: #fff8c5; color: #7d4e00; border-color: #d4a72c; }}
+.badge.busy {{ background: #9a6700; }}
+.badge.wait {{ background: #818b98; }}
+.state.idle {{ color: #1a7f37; font-weight: 600; }}
+.state.busy, .state.pending {{ color: #9a6700; font-weight: 600; }}
+tr.failure td {{ background: #ffebe9; }}
+tr.interrupted td {{ background: #fff8c5; }}
+/* column-reverse starts the scroll box at its end: the last lines, which say why, show. */
+pre.output {{ margin: .4em 0 0; padding: .6em; background: #1f2328; color: #f0f3f6;
+              white-space: pre-wrap; overflow-wrap: anywhere; max-height: 24em; overflow: auto;
+              display: flex; flex-direction: column-reverse; }}
+details summary {{ cursor: pointer; color: #59636e; }}
+table.steps td {{ background: transparent; }}
+.muted {{ color: #59636e; }}
+.error {{ color: #cf222e; }}
+tr.interrupted .error {{ color: #7d4e00; }}
+@media (max-width: {NARROW_PX}px) {{
+  body {{ margin: .8em; }}
+  table.deploys, table.deploys tbody, table.deploys tr, table.deploys td {{ display: block; }}
+  table.deploys thead {{ display: none; }}
+  table.deploys tr.deploy {{ margin: 0 0 .8em; padding: .5em .7em; border: 1px solid #d1d9e0;
+                             border-radius: 6px; }}
+  table.deploys tr.failure {{ background: #ffebe9; border-color: #ff8182; }}
+  table.deploys tr.interrupted {{ background: #fff8c5; border-color: #d4a72c; }}
+  table.deploys td {{ width: auto; min-width: 0; padding: .1em 0; border: 0; white-space: normal;
+                      background: transparent; }}
+  table.deploys td.id, table.deploys td.result, table.deploys td.fact {{
+    display: inline-block; margin-right: .8em; }}
+  table.deploys td.id::before {{ content: "#"; }}
+  table.deploys td.id {{ font-weight: 600; }}
+  table.deploys td.fact::before {{ content: attr(data-label) " "; color: #59636e; }}
+  table.steps tr {{ display: block; padding: .3em 0; border-top: 1px solid #d1d9e0; }}
+  table.steps td {{ display: inline-block; margin-right: .8em; }}
+  table.steps td.argv {{ display: block; margin: 0; }}
+}}
 """
 
 
 def render_status_page(status: Mapping[str, Any]) -> bytes:
     """The HTML page for a document as :func:`ghhook.admin.status_document` returns it."""
     title = f"ghhook: {status['repo']} ({status['branch']})"
+    journal_error = status.get("journal_error")
     page = tags.html(lang="en")(
         tags.head(
             tags.meta(charset="utf-8"),
@@ -80,10 +140,11 @@ def render_status_page(status: Mapping[str, Any]) -> bytes:
             tags.style(_CSS),
         ),
         tags.body(
+            _journal_banner(journal_error) if journal_error is not None else "",
             tags.h1("ghhook"),
             _summary(status),
             tags.h2("Recent deploys"),
-            _deploys(status["deploys"]),
+            _deploys(status["deploys"], journal_error),
             tags.p(
                 class_="muted",
                 id="footer",
@@ -106,19 +167,26 @@ def state_of(status: Mapping[str, Any]) -> str:
     return "idle"
 
 
+def last_finished(deploys: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The newest deploy that has a result, not one still running or queued."""
+    for deploy in deploys:
+        if deploy["result"] not in _UNFINISHED:
+            return deploy
+    return None
+
+
+def _journal_banner(why: str) -> Tag:
+    return tags.div(class_="banner", id="journal-error", role="alert")(
+        tags.strong("The journal cannot be read or written: "),
+        why,
+        tags.br(),
+        "Deliveries are answered 503 and not queued, and the deploys below may be"
+        " missing, until it works again.",
+    )
+
+
 def _summary(status: Mapping[str, Any]) -> Tag:
     state = state_of(status)
-    described: list[Any] = [tags.span(class_=f"state {state}", id="state")(state)]
-    running, pending = status.get("running"), status["pending"]
-    if running is not None:
-        described.append(f": deploy {running['id']} of ")
-        described.append(_sha(running["target"]))
-    if pending is not None:
-        described.append(
-            f"; deploy {pending['id']} of " if running else f": deploy {pending['id']} of "
-        )
-        described.append(_sha(pending["target"]))
-        described.append(" waits")
     rows: list[tuple[str, Any]] = [
         ("Repository", tags.code(status["repo"])),
         ("Branch", tags.code(f"{status['remote']}/{status['branch']}")),
@@ -126,62 +194,130 @@ def _summary(status: Mapping[str, Any]) -> Tag:
     ]
     if "deployed" in status:
         rows.append(("Last restarted on", _sha(status["deployed"], full=True)))
-    rows.append(("State", described))
+    rows.append(("State", tags.span(class_=f"state {state}", id="state")(state)))
+    running, pending = status.get("running"), status["pending"]
+    if running is not None:
+        rows.append(("Running", tags.span(id="running")(_job(running, "runs"))))
+    if pending is not None:
+        rows.append(("Pending", tags.span(id="pending")(_job(pending, "waits"))))
+    last = last_finished(status["deploys"])
+    if last is not None:
+        rows.append(("Last result", tags.span(id="last-result")(_last(last))))
     return tags.dl(class_="summary")([(tags.dt(label), tags.dd(value)) for label, value in rows])
 
 
-def _deploys(deploys: list[Mapping[str, Any]]) -> Tag:
+def _job(job: Mapping[str, Any], verb: str) -> list[Any]:
+    """``deploy 4 of abc… waits (3 pushes)``: a job document in words."""
+    if job["target"] is None:
+        described: list[Any] = [f"deploy {job['id']}, a catch-up with the remote, {verb}"]
+    else:
+        described = [f"deploy {job['id']} of ", _sha(job["target"]), f" {verb}"]
+    pushes = job.get("pushes")
+    if pushes:
+        described.append(f" ({_plural(pushes, 'push', 'pushes')})")
+    return described
+
+
+def _last(deploy: Mapping[str, Any]) -> list[Any]:
+    result = str(deploy["result"])
+    described: list[Any] = [_badge(result), f" deploy {deploy['id']} of ", _sha(deploy["sha"])]
+    if result not in ("deployed", "unchanged") and result in RESULT_MEANINGS:
+        described.append(tags.span(class_="muted")(f": {RESULT_MEANINGS[result]}"))
+    return described
+
+
+#: The table's columns; on a narrow screen the cards label their facts instead.
+_COLUMNS = (
+    "#",
+    "Result",
+    "Commit",
+    "From",
+    "Trigger",
+    "Delivery",
+    "Started",
+    "Duration",
+    "Details",
+)
+
+
+def _deploys(deploys: list[Mapping[str, Any]], journal_error: str | None) -> Any:
     if not deploys:
-        return tags.p(class_="muted", id="no-deploys")("No deploys recorded yet.")
-    head = tags.tr(
-        [
-            tags.th(label)
-            for label in (
-                "#",
-                "Result",
-                "Commit",
-                "From",
-                "Trigger",
-                "Delivery",
-                "Started",
-                "Duration",
-                "Details",
+        if journal_error is not None:
+            return tags.p(class_="muted", id="no-deploys")(
+                "The deploys cannot be read while the journal fails."
             )
+        return tags.p(class_="muted", id="no-deploys")("No deploys recorded yet.")
+    head = tags.tr([tags.th(label) for label in _COLUMNS])
+    # The legend explains the results on the page, in a fixed order.
+    present = {str(deploy["result"]) for deploy in deploys}
+    legend = tags.dl(class_="legend", id="legend")(
+        [
+            (tags.dt(_badge(result)), tags.dd(class_="muted")(meaning))
+            for result, meaning in RESULT_MEANINGS.items()
+            if result in present
         ]
     )
-    return tags.table(id="deploys")(tags.thead(head), tags.tbody([_row(d) for d in deploys]))
+    table = tags.table(class_="deploys", id="deploys")(
+        tags.thead(head), tags.tbody([_row(d) for d in deploys])
+    )
+    return [table, legend]
 
 
 def _row(deploy: Mapping[str, Any]) -> Tag:
     result = str(deploy["result"])
-    failed = result in ("failed", "timeout")
+    if result in _FAILURES:
+        row_class = "deploy failure"
+    elif result == "interrupted":
+        row_class = "deploy interrupted"
+    else:
+        row_class = "deploy"
     trigger = str(deploy["trigger"])
     if deploy.get("deliveries", 0) > 1:
         trigger += f" ({deploy['deliveries']} pushes)"
-    return tags.tr(
-        class_="deploy failure" if failed else "deploy",
-        id=f"deploy-{deploy['id']}",
-        **{"data-result": result},
-    )(
-        tags.td(str(deploy["id"])),
-        tags.td(tags.span(class_=f"badge {_RESULT_CLASSES.get(result, 'other')}")(result)),
-        tags.td(_sha(deploy["sha"])),
-        tags.td(_sha(deploy["before"])),
-        tags.td(trigger),
-        tags.td(tags.code(deploy["delivery"]) if deploy["delivery"] else "-"),
-        tags.td(_time(deploy["started"])),
-        tags.td(_duration(deploy["duration"])),
+    return tags.tr(class_=row_class, id=f"deploy-{deploy['id']}", **{"data-result": result})(
+        tags.td(class_="id")(str(deploy["id"])),
+        tags.td(class_="result")(_badge(result)),
+        tags.td(class_="commit")(_commit(deploy)),
+        _fact("From", _sha(deploy["before"])),
+        _fact("Trigger", trigger),
+        _fact("Delivery", tags.code(deploy["delivery"]) if deploy["delivery"] else "-", "delivery"),
+        _fact("Started", _time(deploy["started"])),
+        _fact("Took", _duration(deploy["duration"])),
         tags.td(class_="details")(_details(deploy)),
     )
+
+
+def _fact(label: str, value: Any, extra: str = "") -> Tag:
+    """A short cell; on a narrow screen it reads ``label value`` inline."""
+    return tags.td(class_=f"fact {extra}".strip(), **{"data-label": label})(value)
+
+
+def _badge(result: str) -> Tag:
+    cls = _RESULT_CLASSES.get(result, "other")
+    meaning = RESULT_MEANINGS.get(result)
+    badge = tags.span(class_=f"badge {cls}")(result)
+    if meaning is not None:
+        badge(title=meaning)
+    return badge
+
+
+def _commit(deploy: Mapping[str, Any]) -> list[Any]:
+    """The sha, then the commit's subject and author as the clone has them."""
+    parts: list[Any] = [_sha(deploy["sha"])]
+    subject, author = deploy.get("subject"), deploy.get("author")
+    if subject:
+        parts.append(tags.div(class_="subject")(subject))
+    if author:
+        parts.append(tags.div(class_="author muted")(f"by {author}"))
+    return parts
 
 
 def _details(deploy: Mapping[str, Any]) -> list[Any]:
     """The failure (its step, why, the step's output tail), then every step."""
     parts: list[Any] = []
     if deploy["failed_step"]:
-        parts.append(
-            tags.div("failed at ", tags.strong(class_="failed-step")(deploy["failed_step"]))
-        )
+        said = "stopped during " if deploy["result"] == "interrupted" else "failed at "
+        parts.append(tags.div(said, tags.strong(class_="failed-step")(deploy["failed_step"])))
     if deploy["error"]:
         parts.append(tags.div(class_="error")(deploy["error"]))
     failing = _failing_step(deploy)
@@ -191,21 +327,27 @@ def _details(deploy: Mapping[str, Any]) -> list[Any]:
     if steps:
         parts.append(
             tags.details(
-                tags.summary(f"{len(steps)} step{'s' if len(steps) != 1 else ''}"),
-                tags.table([_step(step) for step in steps]),
+                tags.summary(_plural(len(steps), "step", "steps")),
+                tags.table(class_="steps")([_step(step) for step in steps]),
             )
         )
     return parts or ["-"]
 
 
 def _failing_step(deploy: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The step a failure names, else the last one that did not succeed."""
-    if deploy["result"] not in ("failed", "timeout"):
+    """
+    The step a failure (or a rollback) names, else the last one that did not
+    succeed; for an interrupted deploy, the step it was stopped in.
+    """
+    result = deploy["result"]
+    if result not in _FAILURES and result != "interrupted":
         return None
     steps = deploy["steps"]
     for step in reversed(steps):
         if step["name"] == deploy["failed_step"]:
             return step
+    if result == "interrupted":
+        return None
     for step in reversed(steps):
         if step["exit_code"] != 0 or step.get("timed_out"):
             return step
@@ -222,10 +364,10 @@ def _step(step: Mapping[str, Any]) -> Tag:
     else:
         ended = f"exit {step['exit_code']}"
     return tags.tr(
-        tags.td(step["name"]),
-        tags.td(tags.code(" ".join(step["argv"]))),
-        tags.td(ended),
-        tags.td(_duration(step["duration"])),
+        tags.td(class_="name")(step["name"]),
+        tags.td(class_="argv")(tags.code(" ".join(step["argv"]))),
+        tags.td(class_="ended")(ended),
+        tags.td(class_="took")(_duration(step["duration"])),
     )
 
 
@@ -233,6 +375,10 @@ def _sha(sha: str | None, full: bool = False) -> Tag | str:
     if not sha:
         return "-"
     return tags.span(class_="sha", title=sha)(sha if full else sha[:10])
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 def _time(iso: str | None) -> str:

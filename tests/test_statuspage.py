@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from ghhook.admin import status_document
-from ghhook.statuspage import OUTPUT_LINES, REFRESH_SECONDS, render_status_page, state_of
+from ghhook.statuspage import (
+    OUTPUT_LINES,
+    REFRESH_SECONDS,
+    RESULT_MEANINGS,
+    last_finished,
+    render_status_page,
+    state_of,
+)
 from tests.test_admin import HOSTILE, fill
 from tests.test_deployer import A, B, C, Engine
 
@@ -54,6 +61,8 @@ def deploy(id: int, result: str, **overrides: Any) -> dict[str, Any]:
         "duration": 2.5,
         "failed_step": None,
         "error": None,
+        "subject": "Add the thing",
+        "author": "Ada Lovelace",
         "steps": [step()],
     }
     return {**base, **overrides}
@@ -69,6 +78,7 @@ def status(**overrides: Any) -> dict[str, Any]:
         "busy": False,
         "running": None,
         "pending": None,
+        "journal_error": None,
         "deploys": [deploy(1, "deployed")],
     }
     return {**base, **overrides}
@@ -109,8 +119,30 @@ class Elements(HTMLParser):
 SAFE_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "a", "dl", "dt", "dd",
     "code", "span", "table", "thead", "tbody", "tr", "th", "td", "div", "strong", "pre",
-    "details", "summary",
+    "details", "summary", "br",
 }  # fmt: skip
+
+
+def job(id: int, target: str | None, pushes: int, **overrides: Any) -> dict[str, Any]:
+    """A running or pending deploy as ``job_document`` gives it."""
+    base = {
+        "id": id,
+        "trigger": "push",
+        "target": target,
+        "delivery": f"d-{id}",
+        "pushes": pushes,
+        "forced": False,
+    }
+    return {**base, **overrides}
+
+
+def between(page: bytes, start: bytes, end: bytes) -> bytes:
+    """The markup from the tag that holds ``start`` to just before ``end`` (or its tag)."""
+    first = page.rindex(b"<", 0, page.index(start))
+    stop = page.index(end, first + 1)
+    if not end.startswith(b"<"):
+        stop = page.rindex(b"<", 0, stop)
+    return page[first:stop]
 
 
 def hostile_status(attack: str) -> dict[str, Any]:
@@ -128,9 +160,29 @@ def hostile_status(attack: str) -> dict[str, Any]:
         head=attack,
         deployed=attack,
         busy=True,
-        running={"id": 3, "trigger": attack, "target": attack, "delivery": attack},
-        pending={"id": 4, "trigger": "push", "target": attack, "delivery": attack},
+        running=job(3, attack, 2, trigger=attack, delivery=attack),
+        pending=job(4, attack, 5, delivery=attack),
+        journal_error=f"database is locked: {attack}",
         deploys=[
+            deploy(
+                6,
+                "interrupted",
+                sha=attack,
+                subject=attack,
+                author=attack,
+                failed_step=f"pull{attack}",
+                error=attack,
+                steps=[failing],
+            ),
+            deploy(
+                5,
+                "rolled_back",
+                subject=attack,
+                author=attack,
+                failed_step=f"pull{attack}",
+                error=attack,
+                steps=[failing],
+            ),
             deploy(
                 2,
                 "failed",
@@ -138,6 +190,8 @@ def hostile_status(attack: str) -> dict[str, Any]:
                 delivery=attack,
                 sha=attack,
                 before=attack,
+                subject=attack,
+                author=attack,
                 failed_step=f"pull{attack}",
                 error=f"pull exited with 1: {attack}",
                 steps=[failing],
@@ -163,28 +217,40 @@ def test_every_field_is_escaped(attack: str) -> None:
 def test_result_classes_come_from_a_fixed_set() -> None:
     result = 'x" onclick="alert(1)'
     parsed = Elements(render_status_page(status(deploys=[deploy(1, result)])))
-    assert parsed.badges() == ["badge other"]
+    assert parsed.badges() == ["badge other", "badge other"], "in the header and the row"
     [row] = parsed.with_attr("id", "deploy-1")
     assert row["data-result"] == result, "the quote stayed inside the attribute"
     assert "onclick" not in row
 
 
+RESULTS = [
+    "deployed",
+    "unchanged",
+    "failed",
+    "timeout",
+    "rolled_back",
+    "interrupted",
+    "running",
+    "queued",
+]
+
+
 def test_each_result_has_its_colour() -> None:
-    results = ["deployed", "unchanged", "failed", "timeout", "rolled_back", "running", "queued"]
     page = render_status_page(
-        status(deploys=[deploy(i, result) for i, result in enumerate(results, 1)])
+        status(deploys=[deploy(i, result) for i, result in enumerate(RESULTS, 1)])
     )
-    classes = Elements(page).badges()
+    classes = Elements(between(page, b'id="deploys"', b'id="legend"')).badges()
     assert classes == [
         "badge ok",
         "badge same",
         "badge bad",
         "badge slow",
         "badge back",
+        "badge stopped",
         "badge busy",
         "badge wait",
     ]
-    assert len(set(classes)) == len(results)
+    assert len(set(classes)) == len(RESULTS)
     css = page.split(b"<style>")[1].split(b"</style>")[0].decode()
     for cls in classes:
         assert f".badge.{str(cls).split()[1]} {{ background:" in css
@@ -238,12 +304,12 @@ def test_a_success_shows_no_output() -> None:
     [
         (False, None, "idle"),
         (True, None, "busy"),
-        (True, {"id": 2, "target": C}, "busy"),
-        (False, {"id": 2, "target": C}, "pending"),
+        (True, job(2, C, 1), "busy"),
+        (False, job(2, C, 1), "pending"),
     ],
 )
 def test_state(busy: bool, pending: dict[str, Any] | None, state: str) -> None:
-    running = {"id": 1, "trigger": "push", "target": B, "delivery": "d-1"} if busy else None
+    running = job(1, B, 1) if busy else None
     document = status(busy=busy, pending=pending, running=running)
     assert state_of(document) == state
     parsed = Elements(render_status_page(document))
@@ -285,9 +351,7 @@ def test_renders_the_document_admin_builds(tmp_path: Path) -> None:
     untouched = copy.deepcopy(document)
     parsed = Elements(render_status_page(document))
     assert document == untouched, "rendering does not change the document"
-    rows = [
-        attrs["id"] for _, attrs in parsed.tags if (attrs.get("class") or "").startswith("deploy")
-    ]
+    rows = [attrs["id"] for tag, attrs in parsed.tags if tag == "tr" and "data-result" in attrs]
     assert rows == [f"deploy-{ids[k]}" for k in ("queued", "timeout", "failed", "deployed")]
     assert HOSTILE in parsed.all_text()
 
@@ -298,3 +362,173 @@ def test_css_survives_the_flattener() -> None:
     css = page.split(b"<style>")[1].split(b"</style>")[0]
     assert b"&" not in css
     assert b".badge.ok { background: #1a7f37; }" in css
+
+
+@pytest.mark.parametrize("result", ["failed", "timeout", "rolled_back"])
+def test_every_failure_shows_the_failed_steps_output(result: str) -> None:
+    """A rollback runs more steps after the failed one: the failed one's output is shown."""
+    failed = deploy(
+        7,
+        result,
+        failed_step="health",
+        error="health exited with 1",
+        steps=[
+            step(name="pull"),
+            step(name="restart", argv=["systemctl", "restart", "app"], output="restarted"),
+            step(name="health", argv=["curl", "-f", "localhost"], exit_code=1, output="502 Bad"),
+            step(name="rollback-reset", argv=["git", "reset", "--hard", A], output="HEAD is now"),
+            step(name="rollback-restart", argv=["systemctl", "restart", "app"], output="again"),
+        ],
+    )
+    page = render_status_page(status(deploys=[failed]))
+    parsed = Elements(page)
+    [row] = parsed.with_attr("id", "deploy-7")
+    assert row["class"] == "deploy failure"
+    assert "failed at health" in parsed.all_text()
+    [output] = between(page, b'class="output"', b"</pre>").split(b">", 1)[1:]
+    assert output == b"502 Bad"
+
+
+def test_interrupted_looks_unlike_a_failure_and_says_what_it_means() -> None:
+    stopped = deploy(
+        9,
+        "interrupted",
+        failed_step="pull",
+        error="ghhook stopped during this deploy; the next start catches up",
+        steps=[step(exit_code=None, signal=15, output="Receiving objects: 40%")],
+    )
+    page = render_status_page(status(deploys=[stopped, deploy(8, "failed")]))
+    parsed = Elements(page)
+    [row] = parsed.with_attr("id", "deploy-9")
+    assert row["class"] == "deploy interrupted"
+    badges = [a for _, a in parsed.tags if a.get("class") == "badge stopped"]
+    assert len(badges) == 3, "in the header, the row and the legend"
+    meaning = RESULT_MEANINGS["interrupted"]
+    assert "stopped or killed" in meaning and "next start" in meaning
+    assert all(badge["title"] == meaning for badge in badges)
+    text = parsed.all_text()
+    assert "stopped during pull" in text and "failed at pull" not in text
+    assert "Receiving objects: 40%" in text, "the step it was stopped in"
+    css = page.split(b"<style>")[1].split(b"</style>")[0].decode()
+    [rule] = [line for line in css.splitlines() if line.startswith(".badge.stopped")]
+    assert "#cf222e" not in rule and "#fff8c5" in rule, "amber, not the red of failed"
+    legend_text = Elements(between(page, b'id="legend"', b"</dl>")).all_text()
+    assert "interrupted" + meaning in legend_text and "failed" in legend_text
+    assert "deployed" not in legend_text, "only the results on the page"
+
+
+def test_each_deploy_shows_its_commits_subject_and_author() -> None:
+    page = render_status_page(
+        status(
+            deploys=[
+                deploy(2, "deployed", subject="Fix the login form", author="Grace Hopper"),
+                deploy(1, "unchanged", subject=None, author=None),
+            ]
+        )
+    )
+    parsed = Elements(between(page, b'id="deploy-2"', b'id="deploy-1"'))
+    assert [a["class"] for _, a in parsed.tags if a.get("class") in ("subject", "author muted")]
+    text = parsed.all_text()
+    assert "Fix the login form" in text and "by Grace Hopper" in text
+    older = Elements(between(page, b'id="deploy-1"', b"</table>"))
+    assert not [a for _, a in older.tags if a.get("class") in ("subject", "author muted")]
+
+
+def test_the_header_shows_what_runs_what_waits_and_how_many_pushes() -> None:
+    parsed = Elements(
+        render_status_page(status(busy=True, running=job(3, B, 1), pending=job(4, C, 5)))
+    )
+    assert parsed.with_attr("id", "running") and parsed.with_attr("id", "pending")
+    text = parsed.all_text()
+    assert f"deploy 3 of {B[:10]} runs (1 push)" in text
+    assert f"deploy 4 of {C[:10]} waits (5 pushes)" in text
+
+
+def test_a_catch_up_is_named_so() -> None:
+    text = Elements(render_status_page(status(pending=job(4, None, 0, trigger="catch-up"))))
+    assert "deploy 4, a catch-up with the remote, waits" in text.all_text()
+    assert "pushes)" not in text.all_text()
+
+
+def test_the_header_says_when_the_last_deploy_was_interrupted() -> None:
+    document = status(
+        busy=True,
+        running=job(5, C, 1),
+        deploys=[deploy(5, "running"), deploy(4, "interrupted"), deploy(3, "deployed")],
+    )
+    page = render_status_page(document)
+    last = Elements(between(page, b'id="last-result"', b"</dd>"))
+    assert last.badges() == ["badge stopped"]
+    assert last.all_text().startswith(f"interrupted deploy 4 of {B[:10]}: ")
+    assert RESULT_MEANINGS["interrupted"] in last.all_text()
+    assert last_finished(document["deploys"]) == document["deploys"][1]
+
+
+def test_a_journal_error_is_a_banner_at_the_top() -> None:
+    page = render_status_page(
+        status(journal_error="database or disk is full", deploys=[], head=None)
+    )
+    parsed = Elements(page)
+    first_in_body = parsed.tags[[tag for tag, _ in parsed.tags].index("body") + 1]
+    assert first_in_body == ("div", {"class": "banner", "id": "journal-error", "role": "alert"})
+    text = parsed.all_text()
+    assert "The journal cannot be read or written: database or disk is full" in text
+    assert "cannot be read while the journal fails" in text
+    assert "No deploys recorded yet" not in text
+    assert b"journal-error" not in render_status_page(status())
+
+
+def long_status() -> dict[str, Any]:
+    """A document whose every free-form string is long, much of it without a space to break at."""
+    output = "\n".join(
+        [f"line {i}" for i in range(30)]
+        + ["Receiving objects: " + "x" * 300, "error: " + "/a/very/long/path" * 30]
+    )
+    long_argv = ["/usr/local/bin/check-" + "x" * 120, "--url", "http://localhost:8080/" + "y" * 90]
+    return status(
+        repo="/srv/" + "a-very-long-directory-name/" * 8 + "app",
+        branch="feature/" + "a-long-branch-name-" * 8,
+        head=C,
+        deployed=B,
+        busy=True,
+        running=job(9, C, 3),
+        pending=job(10, A, 12),
+        journal_error="database disk image is malformed: /var/lib/ghhook/" + "state/" * 30,
+        deploys=[
+            deploy(
+                8,
+                "interrupted",
+                subject="Fix the thing " * 14,
+                author="Ada Lovelace",
+                failed_step="pull",
+                error="ghhook stopped during this deploy; the next start catches up",
+                steps=[step(exit_code=None, signal=15, output="Receiving objects: 40%")],
+            ),
+            deploy(
+                7,
+                "rolled_back",
+                subject="S" * 200,
+                author="A" * 100,
+                delivery="0" * 36,
+                failed_step="health",
+                error="health exited with 1: " + "e" * 300,
+                steps=[
+                    step(),
+                    step(name="health", argv=long_argv, exit_code=1, output=output),
+                    step(name="rollback-reset", argv=["git", "reset", "--hard", A], output=""),
+                ],
+            ),
+            deploy(6, "failed", failed_step="pull", steps=[step(exit_code=1, output=output)]),
+            deploy(5, "timeout", failed_step="pull", steps=[step(timed_out=True, output=output)]),
+            deploy(4, "deployed", deliveries=12, trigger="push"),
+            deploy(3, "unchanged", subject=None, author=None),
+        ],
+    )
+
+
+def test_the_long_document_is_shown_in_full() -> None:
+    """Long strings are wrapped by the CSS, never cut: the browser test checks the width."""
+    document = long_status()
+    text = Elements(render_status_page(document)).all_text()
+    for value in (document["repo"], document["journal_error"], "S" * 200, "A" * 100, C):
+        assert value in text

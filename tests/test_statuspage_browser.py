@@ -1,5 +1,6 @@
 """
-The status page in a real headless chromium: rows shown, injected markup inert.
+The status page in a real headless chromium: rows shown, injected markup inert,
+nothing wider than a phone's screen.
 
 Skipped, saying why, where chromium is not installed (CI installs it in
 ``.ci/run``). chromium runs in a worker thread so that the reactor can serve
@@ -8,13 +9,15 @@ it the page, with a timeout that kills its whole process group.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-from html import unescape
+from html import escape, unescape
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -25,6 +28,7 @@ from ghhook.statuspage import render_status_page
 from ghhook.web import make_site
 from tests.test_admin import HOSTILE, fill
 from tests.test_deployer import Engine
+from tests.test_statuspage import long_status
 
 CHROMIUM = shutil.which("chromium")
 #: Seconds chromium may take to load one local page and print its DOM.
@@ -36,11 +40,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def dump_dom(url: str, profile: Path) -> str:
+def dump_dom(url: str, profile: Path, *options: str) -> str:
     """The DOM chromium holds once ``url`` has loaded (its scripts, if any, have run)."""
     assert CHROMIUM is not None
     argv = [
         CHROMIUM,
+        *options,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -135,3 +140,96 @@ async def test_page_served_by_the_admin_listener(tmp_path: Path) -> None:
     assert "f" * 40 in dom
     assert "<script" not in dom and "<img" not in dom
     assert 'http-equiv="refresh" content="5"' in dom or 'content="5" http-equiv="refresh"' in dom
+
+
+#: Measures a page laid out in a frame: the test wraps the page (which has no
+#: script of its own and, served, a CSP that forbids them) in a document of
+#: its own that holds this probe. Once the frame has loaded, the probe opens
+#: every <details>, lists each element that reaches past the frame's right or
+#: left edge, unless it sits in a box that scrolls sideways (its overflow is
+#: then that box's own), and writes the widths and the list into a <pre>
+#: that --dump-dom prints.
+LAYOUT_PROBE = """
+function probe(frame) {
+  const page = frame.contentDocument;
+  const view = frame.contentWindow;
+  for (const details of page.querySelectorAll("details")) details.open = true;
+  const root = page.documentElement;
+  const width = root.clientWidth;
+  const inScroller = (element) => {
+    for (let box = element.parentElement; box; box = box.parentElement) {
+      const overflow = view.getComputedStyle(box).overflowX;
+      if (overflow === "auto" || overflow === "scroll") return true;
+    }
+    return false;
+  };
+  const wide = [];
+  for (const element of page.body.querySelectorAll("*")) {
+    const box = element.getBoundingClientRect();
+    if ((box.right > width + 0.5 || box.left < -0.5) && !inScroller(element)) {
+      const name = element.id ? "#" + element.id : "." + element.classList.value;
+      wide.push(element.tagName.toLowerCase() + name + " right=" + Math.round(box.right));
+    }
+  }
+  const report = document.createElement("pre");
+  report.id = "layout-probe";
+  report.textContent = JSON.stringify({
+    innerWidth: view.innerWidth,
+    clientWidth: width,
+    scrollWidth: root.scrollWidth,
+    wide: wide,
+  });
+  document.body.append(report);
+}
+"""
+
+
+def layout(page: bytes, width: int, tmp_path: Path) -> dict[str, Any]:
+    """
+    What :data:`LAYOUT_PROBE` measures on ``page`` shown in a frame ``width``
+    px wide. A frame, because headless chromium lays a top-level page out no
+    narrower than 500 px whatever ``--window-size`` says (its screenshots are
+    resized afterwards); a frame is a viewport of exactly the width asked,
+    and the page's media queries answer to it. The frame's ``srcdoc`` shares
+    the wrapper's origin, so the probe can read it.
+    """
+    wrapper = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<script>{LAYOUT_PROBE}</script></head><body style='margin: 0'>"
+        f"<iframe style='width: {width}px; height: 900px; border: 0' onload='probe(this)'"
+        f' srcdoc="{escape(page.decode("utf-8"), quote=True)}"></iframe></body></html>'
+    )
+    probed = tmp_path / f"probed-{width}.html"
+    probed.write_text(wrapper, encoding="utf-8")
+    dom = dump_dom(probed.as_uri(), tmp_path / f"profile-{width}", "--hide-scrollbars")
+    match = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom, re.S)
+    assert match is not None, "the probe ran once the frame had loaded"
+    report: dict[str, Any] = json.loads(unescape(match.group(1)))
+    assert report["innerWidth"] == width, "the page was laid out at the width asked"
+    return report
+
+
+def test_a_page_wider_than_the_window_would_be_caught(tmp_path: Path) -> None:
+    """The check below sees overflow: a long unbreakable line in a plain <td> is caught."""
+    page = f"<!DOCTYPE html><body><table><tr><td>{'x' * 200}</td></tr></table></body>"
+    report = layout(page.encode(), 420, tmp_path)
+    assert report["scrollWidth"] > report["clientWidth"]
+    assert any(element.startswith("td. right=") for element in report["wide"])
+
+
+@pytest.mark.parametrize("width", [420, 800, 1280])
+def test_nothing_is_wider_than_the_window(width: int, tmp_path: Path) -> None:
+    """
+    At 420 px (a phone) and wider, no part of the page is off-screen to the
+    side: long shas, paths, commands, subjects, authors and output lines wrap,
+    or scroll inside their own box, and never widen the page.
+
+    The page is measured in a frame by :func:`layout`: the probe lives in
+    the test's wrapper document, opened as a file with no CSP, while the page
+    itself still holds no script. Measuring the DOM rather than reading
+    screenshot pixels names the element that overflows, and does not depend
+    on colours, fonts or what happens to be painted at the right edge.
+    """
+    report = layout(render_status_page(long_status()), width, tmp_path)
+    assert report["wide"] == [], f"elements past the edge at {width} px"
+    assert report["scrollWidth"] <= report["clientWidth"], report
