@@ -11,20 +11,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent
 
+from ghhook.httpclient import NoWholeAnswer, QuietPool, whole_answer
 from ghhook.runner import StepResult
 
 log = Logger(namespace="ghhook.health")
 
 #: Seconds between two polls of the health URL.
 POLL_INTERVAL = 0.5
-#: Seconds one poll may take before it counts as a failure.
+#: Seconds one poll (connect, headers and body) may take before it counts as a failure.
 REQUEST_TIMEOUT = 5.0
 
 
@@ -40,10 +40,11 @@ class HealthCheck:
         self._reactor = reactor
         self._interval = interval
         self._wall_clock = wall_clock
-        pool = HTTPConnectionPool(reactor, persistent=False)
+        pool = QuietPool(reactor, persistent=False)
         self._client = HTTPClient(Agent(reactor, pool=pool))
 
     def check(self, name: str, url: str, timeout: float) -> Deferred[StepResult]:
+        """Fires with the step's result by ``timeout`` seconds at the latest."""
         return Deferred.fromCoroutine(self._poll(name, url, timeout))
 
     async def _poll(self, name: str, url: str, timeout: float) -> StepResult:
@@ -51,27 +52,28 @@ class HealthCheck:
         begun = self._reactor.seconds()
         deadline = begun + timeout
         attempts = 0
-        last = "no answer yet"
         while True:
             attempts += 1
             remaining = deadline - self._reactor.seconds()
-            try:
-                response = await self._client.get(
-                    url, timeout=max(0.1, min(REQUEST_TIMEOUT, remaining))
-                )
-                body = await treq.content(response)
-                last = f"HTTP {response.code} {body[:200].decode('utf-8', 'replace').strip()}"
-                if 200 <= response.code < 300:
-                    log.info(
-                        "health check passed: {url} answered {code}", url=url, code=response.code
-                    )
-                    return self._result(name, url, 0, started, begun, attempts, last)
-            except Exception as e:  # noqa: BLE001 - any failure to answer is unhealthy
-                last = f"{type(e).__name__}: {e}".strip()
-            if self._reactor.seconds() + self._interval > deadline:
+            code, last = await self._probe(url, min(REQUEST_TIMEOUT, remaining))
+            if code is not None and 200 <= code < 300:
+                log.info("health check passed: {url} answered {code}", url=url, code=code)
+                return self._result(name, url, 0, started, begun, attempts, last)
+            if self._reactor.seconds() + self._interval >= deadline:
                 log.error("health check failed: {url}: {last}", url=url, last=last)
                 return self._result(name, url, 1, started, begun, attempts, last, timed_out=True)
             await deferLater(self._reactor, self._interval, lambda: None)
+
+    async def _probe(self, url: str, limit: float) -> tuple[int | None, str]:
+        """One GET, body included, within ``limit`` s: its status (None if none) and a line."""
+        try:
+            response, body = await whole_answer(self._client.get(url), limit, self._reactor)
+        except NoWholeAnswer as e:
+            return None, str(e)
+        except Exception as e:  # noqa: BLE001 - any failure to answer is unhealthy
+            return None, f"{type(e).__name__}: {e}".strip()
+        text = body[:200].decode("utf-8", "replace").strip()
+        return response.code, f"HTTP {response.code} {text}".strip()
 
     def _result(
         self,

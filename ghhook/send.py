@@ -32,6 +32,7 @@ from twisted.web.http_headers import Headers
 import ghhook
 from ghhook.delivery import SHA_RE, ZERO_SHA
 from ghhook.gitrepo import NotAClone, current_branch, git_dir, github_repository, remote_url
+from ghhook.httpclient import NoWholeAnswer, whole_answer
 from ghhook.payloads import delivery_headers, encode, ping_payload, push_payload
 from ghhook.runner import ExecutableNotFound, find_executable
 from ghhook.tap import child_environment, positive_float, read_secrets
@@ -96,7 +97,7 @@ class SendOptions(usage.Options):
             "OWNER/NAME in the payload. Default: from the origin remote of"
             " --repo-dir when it is on GitHub, else example/app.",
         ],
-        ["timeout", None, "30", "Seconds to wait for the answer."],
+        ["timeout", None, "30", "Seconds to wait for the whole answer (connect, headers, body)."],
     ]
 
     def postOptions(self) -> None:
@@ -263,36 +264,27 @@ class Answer:
 async def post(
     reactor: Any, url: str, body: bytes, headers: dict[str, str], timeout: float
 ) -> Answer:
-    """POST ``body`` and read the whole answer, or raise :class:`CannotSend`."""
+    """
+    POST ``body`` and read the whole answer within ``timeout`` seconds
+    (connect, headers and body), or raise :class:`CannotSend`.
+    """
     import treq
 
-    timed_out = False
-    d = treq.post(
+    request = treq.post(
         url,
         data=body,
         headers=Headers({name: [value] for name, value in headers.items()}),
         persistent=False,
         reactor=reactor,
     )
-
-    def expire() -> None:
-        nonlocal timed_out
-        timed_out = True
-        d.cancel()
-
-    timer = reactor.callLater(timeout, expire)
     try:
-        response = await d
-        content = await response.content()
+        response, content = await whole_answer(request, timeout, reactor)
+    except NoWholeAnswer as e:
+        raise CannotSend(f"cannot deliver to {url}: {e}", EXIT_NO_ANSWER) from None
     except Exception as e:  # noqa: BLE001 - every way of not answering is one line
-        if timed_out:
-            reason = f"no answer within {timeout:g} s"
-        else:
-            reason = describe_failure(e)
-        raise CannotSend(f"cannot deliver to {url}: {reason}", EXIT_NO_ANSWER) from None
-    finally:
-        if timer.active():
-            timer.cancel()
+        raise CannotSend(
+            f"cannot deliver to {url}: {describe_failure(e)}", EXIT_NO_ANSWER
+        ) from None
     phrase = response.phrase.decode("latin-1", "replace") if response.phrase else ""
     return Answer(response.code, phrase, content)
 

@@ -20,18 +20,21 @@ from typing import Any
 
 import attrs
 import pytest
-from twisted.internet.defer import ensureDeferred
+import pytest_twisted
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError, DNSLookupError
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web._newclient import ResponseNeverReceived
 
 from ghhook.delivery import ZERO_SHA
-from ghhook.send import Options, SendOptions, build_payload, describe_failure
+from ghhook.send import CannotSend, Options, SendOptions, build_payload, describe_failure, post
 from ghhook.signature import SHA1_HEADER, SHA256_HEADER, verify
 from tests.daemon import environment
 from tests.gitfixture import GitFixture
 from tests.gitfixture import git as run_git
+from tests.stallserver import GUARD, StallServer, stalled
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = b"send secret"
@@ -421,3 +424,52 @@ def test_describe_a_tls_failure() -> None:
     tls = ssl.Error([("SSL routines", "", "certificate verify failed")])
     wrapped = ResponseNeverReceived([Failure(tls)])
     assert describe_failure(wrapped).endswith(": TLS failed: certificate verify failed")
+
+
+# -- a hook that stalls after its headers ------------------------------------------------
+
+
+def twisted_reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_gives_up_on_a_body_that_stalls_and_hangs_up() -> None:
+    server = StallServer(twisted_reactor(), stalled(202, sent=b'{"depl', length=40))
+    try:
+        attempt = Deferred.fromCoroutine(
+            post(twisted_reactor(), server.url, b"{}", {"X-GitHub-Event": "ping"}, 1.0)
+        )
+        with pytest.raises(CannotSend) as raised:
+            await attempt.addTimeout(GUARD, twisted_reactor())
+        await server.all_closed()
+    finally:
+        await server.stop()
+    assert raised.value.code == 3
+    assert str(raised.value) == (
+        f"cannot deliver to {server.url}: no whole answer within 1 s:"
+        " the headers came (HTTP 202) but the body stalled after 6 of 40 bytes"
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_gives_up_on_a_body_that_stalls(secret_file: Path, tmp_path: Path) -> None:
+    server = StallServer(twisted_reactor(), stalled(202))
+    try:
+        argv = ("-m", "ghhook", "send", "--url", server.url, "--secret-file", str(secret_file),
+                "--event", "ping", "--repo-dir", str(tmp_path), "--timeout", "1")  # fmt: skip
+        done = getProcessOutputAndValue(
+            sys.executable, argv, env=environment(), path=str(ROOT), reactor=twisted_reactor()
+        )
+        out, err, code = await done.addTimeout(GUARD, twisted_reactor())
+        await server.all_closed()
+    finally:
+        await server.stop()
+    one_line_error(
+        subprocess.CompletedProcess(argv, code, out.decode(), err.decode()),
+        3,
+        "no whole answer within 1 s: the headers came (HTTP 202) but the body stalled",
+    )
+    assert len(server.connections) == 1
