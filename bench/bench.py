@@ -17,7 +17,12 @@ a script that sleeps, then execs ``git upload-pack``), and measures:
 * the cost of one journal write (``add_delivery`` + ``queue_deploy``);
 * the memory floor of the stack itself: VmRSS of a fresh interpreter that
   imports only the reactor, twistd, twisted.web and Klein (no ghhook), as
-  installed and with pyOpenSSL and cryptography kept out.
+  installed and with pyOpenSSL and cryptography kept out;
+* the journal's size after 50,000 deliveries and 1,000 deploys, written
+  in-process through ``Journal`` as the daemon writes them (journalsize.py);
+* a soak: a fresh daemon fed 20 signed deliveries a second for 10 minutes,
+  10 % of them pushes of new commits, with its RSS and journal size every
+  minute, and whether both levelled off.
 
 It prints one JSON line per figure on stdout, then one ``summary`` line that
 compares each figure with its target; progress goes to stderr. It exits 0
@@ -52,10 +57,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import pyspy  # noqa: E402  (bench/ is sys.path[0])
+import journalsize  # noqa: E402  (bench/ is sys.path[0])
+import pyspy  # noqa: E402
 
 from ghhook.journal import Journal  # noqa: E402
-from ghhook.payloads import delivery_headers, encode, push_payload  # noqa: E402
+from ghhook.payloads import delivery_headers, encode, ping_payload, push_payload  # noqa: E402
 from tests.gitfixture import GitFixture, git  # noqa: E402
 
 SECRET = b"ghhook-bench-secret"
@@ -70,8 +76,32 @@ JOURNAL_WRITES = 5000
 POLL = 0.02
 _MARK = "DELIVERY-ID-GOES-HERE"
 
+#: The soak: deliveries per second, and what each 10 of them are, in order.
+SOAK_RATE = 20.0
+SOAK_MIX = (
+    "new_commit",
+    "untracked_branch",
+    "repeat_push",
+    "untracked_branch",
+    "ping",
+    "untracked_branch",
+    "redelivery",
+    "untracked_branch",
+    "untracked_branch",
+    "untracked_branch",
+)
+#: Seconds between two soak lines, and between two looks at the journal's size.
+SOAK_LINE_EVERY = 60.0
+SOAK_POLL = 5.0
+#: Deliveries the soak lets wait for an answer before it skips a slot.
+SOAK_BACKLOG = 200
+#: Minutes at the end of the soak over which RSS must not grow.
+SOAK_WINDOW_MIN = 3
+
 TARGETS = {
     "ack_p99_ms": 10.0,
+    "journal_mb": 20.0,
+    "soak_rss_growth_mb": 2.0,
     "burst_pulls": 3,
     "burst_restarts": 2,
     "converge_slack_s": 0.5,
@@ -195,6 +225,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def healthz_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
 
 
 def raw_post(port: int, body: bytes, headers: dict[str, str], path: str = HOOK_PATH) -> bytes:
@@ -333,10 +372,22 @@ class Daemon:
 
 
 class Bench:
-    def __init__(self, tmp: Path, seconds: int, pull_delay: float) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        seconds: int,
+        pull_delay: float,
+        soak_minutes: float = 10.0,
+        soak_rate: float = SOAK_RATE,
+        soak_pull_delay: float = 0.5,
+    ) -> None:
         self.tmp = tmp
         self.seconds = seconds
         self.pull_delay = pull_delay
+        self.soak_minutes = soak_minutes
+        self.soak_rate = soak_rate
+        self.soak_pull_delay = soak_pull_delay
+        self.soaking: Soak | None = None
         self.figures: dict[str, dict[str, Any]] = {}
         self.daemon: Daemon | None = None
         self.db: sqlite3.Connection | None = None
@@ -363,42 +414,24 @@ class Bench:
         self.fixture = GitFixture.create(self.tmp / "git")
         self.marks = self.tmp / "upload-pack.marks"
         self.marks.touch()
-        slow = self.tmp / "slow-upload-pack"
-        slow.write_text(
-            "#!/bin/sh\n"
-            "# Stands for a slow network: answer a fetch only after a delay.\n"
-            f"echo start >> {shlex.quote(str(self.marks))}\n"
-            f"sleep {self.pull_delay}\n"
-            'exec git upload-pack "$@"\n'
-        )
-        slow.chmod(0o755)
-        git(self.fixture.clone, "config", "remote.origin.uploadpack", str(slow))
+        self.slow = self.tmp / "slow-upload-pack"
+        self.set_pull_delay(self.pull_delay)
+        git(self.fixture.clone, "config", "remote.origin.uploadpack", str(self.slow))
         self.restarts = self.tmp / "restarts.txt"
         self.restarts.touch()
         restart = self.tmp / "restart"
         restart.write_text('#!/bin/sh\necho "restarted at $(date +%s.%N)" >> "$1"\n')
         restart.chmod(0o755)
+        self.restart = restart
         self.state = self.tmp / "j.sqlite3"
         self.port = free_port()
         twistd = Path(sys.executable).parent / "twistd"
         if not twistd.exists():
             raise CannotRun(f"{twistd} is missing; run `make install` first")
-        argv = [
-            *self.pinned(0),
-            str(twistd),
-            "-n",
-            "--pidfile=",
-            "ghhook",
-            "--repo",
-            str(self.fixture.clone),
-            "--listen",
-            f"tcp:{self.port}:interface=127.0.0.1",
-            "--restart-cmd",
-            f"{shlex.quote(str(restart))} {shlex.quote(str(self.restarts))}",
-            "--state",
-            str(self.state),
-        ]
+        self.twistd = twistd
+        argv = self.daemon_argv(self.port, self.state)
         env = {**os.environ, "GHHOOK_SECRET": SECRET.decode(), "GIT_CONFIG_NOSYSTEM": "1"}
+        self.env = env
         self.daemon = Daemon(argv, env, self.tmp, self.tmp / "twistd.log")
         if self.pins is not None:
             os.sched_setaffinity(0, {self.pins[1]})
@@ -413,7 +446,64 @@ class Bench:
             pull_delay_s=self.pull_delay,
             python=sys.version.split()[0],
             command=" ".join(shlex.quote(a) for a in argv),
+            daemon_code=self.daemon_code(),
         )
+
+    def daemon_code(self) -> dict[str, Any]:
+        """
+        Which ghhook twistd imports, and the modules where it differs from the
+        checkout (``make bench`` reinstalls first; a direct run may not).
+        """
+        found = subprocess.run(
+            [sys.executable, "-c", "import ghhook; print(ghhook.__file__)"],
+            cwd=self.tmp,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if found.returncode != 0:
+            return {"error": found.stderr.strip()[-300:]}
+        installed = Path(found.stdout.strip()).parent
+        differ = sorted(
+            source.name
+            for source in (ROOT / "ghhook").glob("*.py")
+            if not (installed / source.name).exists()
+            or (installed / source.name).read_bytes() != source.read_bytes()
+        )
+        if differ:
+            say(f"twistd runs {installed}, which differs from the checkout in {differ}")
+        return {"path": str(installed), "differs_from_checkout": differ}
+
+    def set_pull_delay(self, seconds: float) -> None:
+        """(Re)write the remote's slow upload-pack; replaced whole, never edited in place."""
+        script = self.slow.with_suffix(".new")
+        script.write_text(
+            "#!/bin/sh\n"
+            "# Stands for a slow network: answer a fetch only after a delay.\n"
+            f"echo start >> {shlex.quote(str(self.marks))}\n"
+            f"sleep {seconds}\n"
+            'exec git upload-pack "$@"\n'
+        )
+        script.chmod(0o755)
+        os.replace(script, self.slow)
+
+    def daemon_argv(self, port: int, state: Path) -> list[str]:
+        return [
+            *self.pinned(0),
+            str(self.twistd),
+            "-n",
+            "--pidfile=",
+            "ghhook",
+            "--repo",
+            str(self.fixture.clone),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--restart-cmd",
+            f"{shlex.quote(str(self.restart))} {shlex.quote(str(self.restarts))}",
+            "--state",
+            str(state),
+        ]
 
     # Helpers on the running daemon
 
@@ -523,12 +613,7 @@ class Bench:
 
         def healthy() -> bool:
             self.require_alive()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    return s.recv(64).startswith(b"HTTP/1.1 200")
-            except OSError:
-                return False
+            return healthz_ok(self.port)
 
         if not wait_for(healthy, 20.0, interval=0.005):
             raise CannotRun(f"/healthz did not answer 200 within 20 s:\n{daemon.log_tail()}")
@@ -803,6 +888,31 @@ class Bench:
             filesystem=fs,
         )
 
+    def journal_size(self) -> None:
+        say(
+            f"journal size: {journalsize.DELIVERIES} deliveries and {journalsize.DEPLOYS}"
+            " deploys written in-process through Journal, as the daemon writes them"
+        )
+        result = journalsize.measure(self.tmp / "size.sqlite3", say)
+        self.figures["journal_size"] = emit(
+            "journal_size_mb",
+            **result,
+            how="in-process, not the daemon: ghhook.journal.Journal(keep_deploys=1000) driven"
+            " with the calls the hook and the engine make, checkpointed in a thread every 100"
+            " deliveries (the daemon's 5 s at 20/s)",
+            target=f"< {TARGETS['journal_mb']} MB",
+        )
+
+    def soak(self) -> None:
+        if self.soak_minutes <= 0:
+            return
+        soak = Soak(self, self.soak_minutes, self.soak_rate, self.soak_pull_delay)
+        self.soaking = soak
+        try:
+            self.figures["soak"] = soak.run()
+        finally:
+            soak.close()
+
     def stack_floor(self) -> None:
         say("memory floor: the reactor, twistd, twisted.web and Klein alone")
         as_installed = _stack_rss(block_tls=False)
@@ -842,7 +952,7 @@ class Bench:
             ok = None if value is None else value != "never" and _COMPARE[op](value, bound)
             return {"name": name, "value": value, "target": f"{op} {bound}", "ok": ok}
 
-        rss_idle, startup = f.get("rss_idle", {}), f.get("startup", {})
+        rss_idle, startup, soak = f.get("rss_idle", {}), f.get("startup", {}), f.get("soak", {})
         targets = [
             check("ack_p99_ms", f.get("ack", {}).get("p99"), "<", TARGETS["ack_p99_ms"]),
             check("burst_pulls", burst.get("pulls"), "<=", TARGETS["burst_pulls"]),
@@ -855,6 +965,19 @@ class Bench:
             ),
             check("rss_idle_mb", rss_idle.get("value"), "<", TARGETS["rss_idle_mb"]),
             check("startup_s", startup.get("value"), "<", TARGETS["startup_s"]),
+            check(
+                "journal_size_mb",
+                f.get("journal_size", {}).get("value"),
+                "<",
+                TARGETS["journal_mb"],
+            ),
+            check(
+                "soak_rss_growth_mb",
+                soak.get("rss_growth_mb"),
+                "<",
+                TARGETS["soak_rss_growth_mb"],
+            ),
+            check("soak_journal_max_mb", soak.get("journal_max_mb"), "<", TARGETS["journal_mb"]),
         ]
         # Other processes on the daemon's CPU make its figures worse than it is.
         disturbed = {
@@ -873,7 +996,16 @@ class Bench:
             targets=targets,
         )
 
-    def run(self) -> None:
+    def run(self, only: list[str] | None = None) -> None:
+        if only:
+            # One or two figures alone; the summary lists the rest as not measured.
+            if "journal-size" in only:
+                self.journal_size()
+            if "soak" in only:
+                self.prepare()
+                self.soak()
+            self.summary()
+            return
         self.prepare()
         self.startup()
         asyncio.run(self.ack_latency())
@@ -883,13 +1015,337 @@ class Bench:
         self.wrk("untracked_branch", wrk, "refs/heads/other", SECRET, fresh=True)
         self.finish()
         self.journal_cost()
+        self.journal_size()
         self.stack_floor()
+        self.soak()
         self.summary()
 
     def close(self) -> None:
         if self.db is not None:
             self.db.close()
         if self.daemon is not None and self.daemon.alive():
+            self.daemon.stop()
+        if self.soaking is not None:
+            self.soaking.close()
+
+
+class Soak:
+    """
+    A fresh daemon fed ``rate`` signed deliveries a second for ``minutes``,
+    on a monotonic schedule (delivery i is due at start + i / rate, so a late
+    one does not push the others back), each on a new connection as GitHub
+    sends them. Every minute it prints the daemon's RSS, the journal's size,
+    deliveries sent and answered, and deploys done.
+    """
+
+    def __init__(self, bench: Bench, minutes: float, rate: float, pull_delay: float) -> None:
+        self.bench = bench
+        self.minutes = minutes
+        self.rate = rate
+        self.pull_delay = pull_delay
+        self.seconds = minutes * 60
+        self.state = bench.tmp / "soak.sqlite3"
+        self.port = free_port()
+        self.daemon = Daemon(
+            bench.daemon_argv(self.port, self.state),
+            bench.env,
+            bench.tmp,
+            bench.tmp / "soak-twistd.log",
+        )
+        self.db: sqlite3.Connection | None = None
+        self.sent = self.answered = self.not_sent = self.commits = 0
+        self.kinds: collections.Counter[str] = collections.Counter()
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.latencies: list[float] = []
+        self.minute_latencies: list[float] = []
+        self.late = 0.0
+        self.samples: list[dict[str, Any]] = []
+        self.journal_max = self.wal_max = 0
+        self.head = ""
+        self.last_untracked: bytes | None = None
+        self.git_error: str | None = None
+        self.base_deploy = 0
+        self.base_restarts = 0
+        self._templates: dict[str, list[bytes]] = {}
+
+    # The daemon and its journal
+
+    def alive(self) -> Daemon:
+        if not self.daemon.alive():
+            raise CannotRun(
+                f"the soak's daemon exited with code {self.daemon.proc and self.daemon.proc.returncode};"
+                f" its log ends:\n{self.daemon.log_tail()}"
+            )
+        return self.daemon
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.db is None:
+            self.db = sqlite3.connect(self.state, timeout=5, isolation_level=None)
+        return self.db.execute(sql, args).fetchall()
+
+    def deploys_done(self) -> int:
+        """Finished deploys since the soak began; ids count them even once pruned."""
+        final = ",".join(
+            f"'{r}'"
+            for r in ("deployed", "unchanged", "failed", "timeout", "rolled_back", "interrupted")
+        )
+        row = self.query(f"SELECT max(id) FROM deploys WHERE result IN ({final})")[0][0]
+        return max(0, (row or 0) - self.base_deploy)
+
+    def busy(self) -> bool:
+        rows = self.query("SELECT count(*) FROM deploys WHERE result IN ('queued', 'running')")
+        return bool(rows[0][0])
+
+    def start(self) -> None:
+        say(
+            f"soak: a fresh daemon, {self.rate:g} deliveries/s for {self.minutes:g} min,"
+            f" pulls wait {self.pull_delay:g} s"
+        )
+        self.bench.set_pull_delay(self.pull_delay)
+        self.daemon.start()
+        if not wait_for(lambda: self.alive() and healthz_ok(self.port), 20.0, interval=0.01):
+            raise CannotRun(
+                f"the soak's /healthz did not answer 200 within 20 s:\n{self.daemon.log_tail()}"
+            )
+        if not wait_for(lambda: self.alive() and not self.busy(), 60.0):
+            raise CannotRun("the soak's catch-up deploy did not end within 60 s")
+        self.base_deploy = self.query("SELECT coalesce(max(id), 0) FROM deploys")[0][0]
+        self.base_restarts = self.bench.restarts_count()
+        self.head = self.bench.fixture.head(self.bench.fixture.work)
+
+    # Deliveries
+
+    def fresh(self, key: str, body: bytes, event: str) -> bytes:
+        """The signed request for ``body`` with a new delivery id (signed once per key)."""
+        parts = self._templates.get(key)
+        if parts is None:
+            headers = delivery_headers(body, SECRET, event, delivery=_MARK)
+            parts = raw_post(self.port, body, headers).split(_MARK.encode())
+            if key:
+                self._templates[key] = parts
+        return parts[0] + uuid.uuid4().hex.encode() + parts[1]
+
+    def commit_and_push(self) -> str:
+        fixture = self.bench.fixture
+        sha = fixture.commit("app.txt", f"soak {self.commits}\n", f"soak commit {self.commits}")
+        git(fixture.work, "push", "--quiet", "origin", f"{sha}:refs/heads/main")
+        self.commits += 1
+        return sha
+
+    async def request(self, kind: str) -> bytes:
+        if kind == "new_commit":
+            async with self.git_lock:
+                before = self.head
+                sha = await asyncio.to_thread(self.commit_and_push)
+                self.head = sha
+            return self.fresh("", encode(push_payload(sha, before=before)), "push")
+        if kind == "repeat_push":  # the branch's head again, with a new id
+            return self.fresh("", encode(push_payload(self.head)), "push")
+        if kind == "ping":
+            return self.fresh("ping", encode(ping_payload()), "ping")
+        if kind == "redelivery" and self.last_untracked is not None:
+            return self.last_untracked  # the same id: answered as a duplicate
+        raw = self.fresh(
+            "untracked", encode(push_payload("b" * 40, ref="refs/heads/other")), "push"
+        )
+        self.last_untracked = raw
+        return raw
+
+    async def deliver(self, kind: str) -> None:
+        try:
+            raw = await self.request(kind)
+        except RuntimeError as e:  # git failed to commit or push
+            self.errors["git"] += 1
+            self.git_error = self.git_error or str(e)
+            return
+        self.sent += 1
+        self.kinds[kind] += 1
+        t0 = time.perf_counter()
+        try:
+            conn = await asyncio.wait_for(Connection.open(self.port), 10)
+            try:
+                status, _ = await asyncio.wait_for(conn.exchange(raw), 30)
+            finally:
+                conn.close()
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, CannotRun) as e:
+            self.errors[type(e).__name__] += 1
+            return
+        seconds = time.perf_counter() - t0
+        self.answered += 1
+        self.statuses[status] += 1
+        self.latencies.append(seconds)
+        self.minute_latencies.append(seconds)
+
+    # Samples
+
+    def sizes(self) -> dict[str, int]:
+        sizes = journalsize.file_sizes(self.state)
+        self.journal_max = max(self.journal_max, sizes["db"] + sizes["wal"])
+        self.wal_max = max(self.wal_max, sizes["wal"])
+        return sizes
+
+    def sample(self, elapsed: float) -> None:
+        memory = self.alive().memory()
+        sizes = self.sizes()
+        rows = {
+            table: self.query(f"SELECT count(*) FROM {table}")[0][0]
+            for table in ("deliveries", "deploys", "steps")
+        }
+        mb = 1024 * 1024
+        line = emit(
+            "soak_minute",
+            minute=round(elapsed / 60, 2),
+            rss_mb=memory["value"],
+            anon_mb=memory.get("anon_mb"),
+            db_mb=round(sizes["db"] / mb, 2),
+            wal_mb=round(sizes["wal"] / mb, 2),
+            journal_mb=round((sizes["db"] + sizes["wal"]) / mb, 2),
+            sent=self.sent,
+            answered=self.answered,
+            failed=sum(self.errors.values()),
+            deploys_done=self.deploys_done(),
+            restarts=self.bench.restarts_count() - self.base_restarts,
+            rows=rows,
+            ack_ms=spread(self.minute_latencies, 1000, 1),
+        )
+        self.minute_latencies = []
+        self.samples.append(line)
+        say(
+            f"soak {line['minute']:g} min: RSS {line['rss_mb']} MB, db {line['db_mb']} MB,"
+            f" WAL {line['wal_mb']} MB, sent {self.sent}, answered {self.answered},"
+            f" deploys {line['deploys_done']}"
+        )
+
+    async def watch(self, t0: float) -> None:
+        """A size look every SOAK_POLL s, a line every SOAK_LINE_EVERY s and at the end."""
+        loop = asyncio.get_running_loop()
+        ticks = sorted(
+            {*(k * SOAK_POLL for k in range(int(self.seconds // SOAK_POLL) + 1)), self.seconds}
+        )
+        for tick in ticks:
+            await asyncio.sleep(max(0.0, t0 + tick - loop.time()))
+            if tick % SOAK_LINE_EVERY == 0 or tick == self.seconds:
+                self.sample(tick)
+            else:
+                self.sizes()
+
+    async def drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.git_lock = asyncio.Lock()
+        total = round(self.seconds * self.rate)
+        t0 = loop.time()
+        watcher = asyncio.create_task(self.watch(t0))
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            for i in range(total):
+                wait = t0 + i / self.rate - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                else:
+                    self.late = max(self.late, -wait)
+                if watcher.done():
+                    watcher.result()  # the daemon died: CannotRun
+                if len(pending) >= SOAK_BACKLOG:
+                    self.not_sent += 1
+                    continue
+                task = asyncio.create_task(self.deliver(SOAK_MIX[i % len(SOAK_MIX)]))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await asyncio.wait_for(watcher, self.seconds + 60)
+            if pending:
+                await asyncio.wait(pending, timeout=45)
+        finally:
+            for task in (*pending, watcher):
+                task.cancel()
+            await asyncio.gather(*pending, watcher, return_exceptions=True)
+
+    # The verdict
+
+    def run(self) -> dict[str, Any]:
+        self.start()
+        asyncio.run(self.drive())
+        idle = wait_for(lambda: self.alive() and not self.busy(), 60.0)
+        after = {"rss_mb": self.alive().memory()["value"], "deploys_idle": bool(idle)}
+        sizes = self.sizes()
+        results = dict(
+            self.query(
+                "SELECT result, count(*) FROM deploys WHERE id > ? GROUP BY result",
+                (self.base_deploy,),
+            )
+        )
+        done = self.deploys_done()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        stop = self.daemon.stop()
+        log = self.daemon.log_path.read_text(errors="replace")
+        mb = 1024 * 1024
+        last = self.samples[-1]
+        window = min(SOAK_WINDOW_MIN, max(1, int(self.minutes // 2)))
+        since = next(s for s in self.samples if s["minute"] >= last["minute"] - window - 1e-9)
+        rss_growth = round(last["rss_mb"] - since["rss_mb"], 1)
+        journal_max = round(self.journal_max / mb, 2)
+        levelled = (
+            rss_growth < TARGETS["soak_rss_growth_mb"] and journal_max < TARGETS["journal_mb"]
+        )
+        return emit(
+            "soak",
+            minutes=self.minutes,
+            rate_per_s=self.rate,
+            pull_delay_s=self.pull_delay,
+            mix="of every 10: 1 push of a new commit (committed and pushed to the remote first),"
+            " 1 push of the branch's head again with a new id, 1 redelivery of the last"
+            " untracked push (same id), 1 ping, 6 pushes to an untracked branch",
+            sent=self.sent,
+            answered=self.answered,
+            statuses={str(k): v for k, v in sorted(self.statuses.items())},
+            errors=dict(self.errors),
+            git_error=self.git_error,
+            not_sent_backlog=self.not_sent,
+            schedule_max_late_s=round(self.late, 3),
+            kinds=dict(self.kinds),
+            commits_pushed=self.commits,
+            deploys_done=done,
+            deploy_results_kept=results,
+            failed_deploys=sum(n for r, n in results.items() if r not in ("deployed", "unchanged")),
+            restarts=self.bench.restarts_count() - self.base_restarts,
+            ack_ms=spread(self.latencies, 1000, 1),
+            rss_mb=[s["rss_mb"] for s in self.samples],
+            journal_mb=[s["journal_mb"] for s in self.samples],
+            wal_mb=[s["wal_mb"] for s in self.samples],
+            window_min=window,
+            rss_growth_mb=rss_growth,
+            journal_growth_mb=round(last["journal_mb"] - since["journal_mb"], 2),
+            wal_growth_mb=round(last["wal_mb"] - since["wal_mb"], 2),
+            journal_max_mb=journal_max,
+            wal_max_mb=round(self.wal_max / mb, 2),
+            after_drain={**after, "journal_mb": round((sizes["db"] + sizes["wal"]) / mb, 2)},
+            levelled_off=levelled,
+            verdict=(
+                f"RSS grew {rss_growth} MB over the last {window} min (bound"
+                f" {TARGETS['soak_rss_growth_mb']} MB); database + WAL peaked at {journal_max} MB"
+                f" (bound {TARGETS['journal_mb']} MB)"
+                + (
+                    ""
+                    if self.minutes >= 2 * SOAK_WINDOW_MIN
+                    else "; a soak this short includes the warm-up in its window"
+                )
+            ),
+            daemon={
+                "stop_on_sigterm": stop,
+                "log_critical": log.count("#critical]"),
+                "log_errors": log.count("#error]"),
+            },
+            target=f"RSS growth over the last {window} min < {TARGETS['soak_rss_growth_mb']} MB,"
+            f" database + WAL < {TARGETS['journal_mb']} MB throughout",
+        )
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        if self.daemon.alive():
             self.daemon.stop()
 
 
@@ -905,15 +1361,40 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample the daemon with py-spy during each load phase and print where time goes",
     )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=10.0,
+        help="length of the soak (a fresh daemon at --soak-rate deliveries/s); 0 skips it",
+    )
+    parser.add_argument(
+        "--soak-rate", type=float, default=SOAK_RATE, help="deliveries per second in the soak"
+    )
+    parser.add_argument(
+        "--soak-pull-delay",
+        type=float,
+        default=0.5,
+        help="seconds the remote waits before a fetch during the soak",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("journal-size", "soak"),
+        help="run only this figure (repeatable); the other phases are skipped",
+    )
     args = parser.parse_args(argv)
+    if args.soak_minutes < 0 or args.soak_rate <= 0 or args.soak_pull_delay < 0:
+        parser.error("--soak-minutes and --soak-pull-delay must be >= 0, --soak-rate > 0")
     tmp = Path(tempfile.mkdtemp(prefix="ghhook-bench-"))
-    bench = Bench(tmp, args.seconds, args.pull_delay)
+    bench = Bench(
+        tmp, args.seconds, args.pull_delay, args.soak_minutes, args.soak_rate, args.soak_pull_delay
+    )
     try:
         if args.profile:
             bench.pyspy = pyspy.find()
             if bench.pyspy is None:
                 raise CannotRun("--profile needs py-spy: .venv/bin/pip install py-spy")
-        bench.run()
+        bench.run(args.only)
     except CannotRun as e:
         say(f"could not run: {e}")
         return 1

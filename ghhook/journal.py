@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -43,6 +44,9 @@ BUSY_TIMEOUT = 0.5
 #: A WAL larger than this is truncated by the next checkpoint: a passive
 #: checkpoint never resets a WAL that is written to all the time.
 WAL_TRUNCATE_AT = 4 * 1024 * 1024
+#: Step output from this many characters on is kept compressed: a step row
+#: then shares its page with others instead of filling one.
+COMPRESS_FROM = 256
 #: Seconds between two write probes of a journal that failed (``/healthz``).
 PROBE_INTERVAL = 1.0
 #: Seconds between two integrity checks of a journal found corrupt.
@@ -450,7 +454,7 @@ class Journal:
                 int(step.timed_out),
                 step.started,
                 step.duration,
-                step.output,
+                _pack(step.output),
             ),
         )
 
@@ -548,6 +552,7 @@ class Journal:
             step = dict(row)
             step["argv"] = json.loads(step["argv"])
             step["timed_out"] = bool(step["timed_out"])
+            step["output"] = _unpack(step["output"])
             by_id[step.pop("deploy")]["steps"].append(step)
         return deploys
 
@@ -577,6 +582,19 @@ class Journal:
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+def _pack(output: str) -> str | bytes:
+    """A step's output as stored: long ones compressed (as a BLOB)."""
+    if len(output) < COMPRESS_FROM:
+        return output
+    return zlib.compress(output.encode("utf-8", "replace"), 6)
+
+
+def _unpack(stored: str | bytes) -> str:
+    if isinstance(stored, bytes):
+        return zlib.decompress(stored).decode("utf-8", "replace")
+    return stored
 
 
 def corrupt_advice(path: str, problem: str) -> str:

@@ -171,3 +171,16 @@ def test_an_older_journal_gains_the_new_columns(tmp_path: Path) -> None:
     deploy = journal.queue_deploy("push", None, "a" * 40, 1.0)
     journal.finish_deploy(deploy, "deployed", "a" * 40, 2.0, subject="Fix it", author="Ann")
     assert journal.recent_deploys(1)[0]["subject"] == "Fix it"
+
+
+def test_long_step_output_is_kept_compressed_and_read_back_whole(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3").open()
+    deploy = journal.queue_deploy("push", None, "a" * 40, 1.0)
+    long = "\n".join(f"  Compiling crate-{i} v0.{i}.0 (é)" for i in range(40))
+    for seq, output in enumerate(("short", long), 1):
+        step = StepResult("build", ("make",), 0, None, False, 1.0, 0.5, output)
+        journal.add_step(deploy, seq, step)
+    steps = journal.recent_deploys(1)[0]["steps"]
+    assert [s["output"] for s in steps] == ["short", long]
+    stored = journal._db.execute("SELECT length(output) FROM steps WHERE seq = 2").fetchone()[0]
+    assert stored < len(long.encode()) / 3
