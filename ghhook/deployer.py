@@ -690,9 +690,9 @@ class Cycle:
     async def describe(self, sha: str) -> None:
         """Note the subject and author of ``sha`` for the deploy's record."""
         result = await self.query(
-            "show-commit", self.git("log", "-1", "--no-show-signature", "--format=%an%x00%s", sha)
+            "show-commit", self.git("log", "-1", "--no-show-signature", "--format=%an%n%s", sha)
         )
-        author, _, subject = result.output.strip("\n").partition("\0")
+        author, _, subject = result.output.strip("\n").partition("\n")
         if result.ok and subject:
             self.commits[sha] = (subject[:SUBJECT_CHARS], author[:AUTHOR_CHARS])
 

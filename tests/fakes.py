@@ -72,7 +72,7 @@ class FakeRunner:
             code = 0 if argv[-2] in self.contained else 1
             return succeed(StepResult(name, argv, code, None, False, 0.0, 0.0, ""))
         if name == "show-commit":
-            output = f"Ann Author\0subject of {argv[-1][:7]}\n"
+            output = f"Ann Author\nsubject of {argv[-1][:7]}\n"
             return succeed(StepResult(name, argv, 0, None, False, 0.0, 0.0, output))
         call = Call(name, argv, env, timeout, Deferred())
         self.calls.append(call)
