@@ -3,8 +3,14 @@ Run one deploy step as a child process, without blocking the reactor.
 
 Every step is spawned through ``IReactorProcess.spawnProcess`` in a new
 session (so a timeout can kill its whole process group), with stdin closed,
-an explicit environment, its output logged line by line and kept as a tail,
-and a deadline on the injected clock: SIGTERM to the group, then SIGKILL.
+an explicit environment, its first lines logged one by one, the rest counted,
+the last lines kept as a tail, and a deadline on the injected clock: SIGTERM
+to the group, then SIGKILL.
+
+A fast child can be reaped inside ``spawnProcess``: the transport's ``pid``
+is then already ``None``. That is a step like any other; the runner reads the
+pid from the transport when it needs it, as Twisted's ``procmon`` does, and a
+process without a live pid is never signalled.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ KILL_GRACE = 5.0
 PIPE_GRACE = 1.0
 TAIL_LINES = 40
 TAIL_CHARS = 4000
+#: Lines of each step's output that go to the log; later ones are only
+#: counted (a build writing 500 MB once added 810 MB to the log).
+LOG_LINES = 200
+#: A line longer than this without a newline is cut and treated as a line.
+MAX_LINE = 65536
+#: Bytes of output kept for the tail once lines are only counted: more than
+#: TAIL_CHARS characters in any encoding, so the tail never comes up short.
+TAIL_BYTES = 64 * 1024
 
 # Used when util-linux's setsid is not on PATH: start a new session, then exec.
 _SETSID_TRAMPOLINE = "import os,sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
@@ -89,20 +103,64 @@ class StepResult:
 
 
 class _Tail:
-    """The last lines of a step's combined output, bounded in lines and size."""
+    """
+    The last lines of a step's combined output, bounded in lines and size.
+
+    Logged lines arrive decoded. Once a step's lines are only counted, its
+    complete lines arrive as raw chunks and only the last ``TAIL_BYTES`` are
+    kept: a copy per chunk instead of a split and a decode per line.
+    """
 
     def __init__(self) -> None:
         self._lines: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._raw = bytearray()
+        # Set once _raw lost its start: the decoded lines no longer adjoin it.
+        self._cut = False
 
     def add(self, line: str) -> None:
         self._lines.append(line)
 
+    def add_raw(self, *chunks: bytes | memoryview) -> None:
+        """Keep complete lines, each ending with a newline, that come after every decoded one."""
+        for chunk in chunks:
+            self._raw += chunk
+        if len(self._raw) > 2 * TAIL_BYTES:  # trimmed rarely: each byte moves about once
+            del self._raw[:-TAIL_BYTES]
+            self._cut = True
+
+    def held(self) -> int:
+        """Bytes kept raw; the decoded lines are bounded by ``TAIL_LINES``."""
+        return len(self._raw)
+
     def text(self) -> str:
-        return "\n".join(self._lines)[-TAIL_CHARS:]
+        lines = [] if self._cut else list(self._lines)
+        if self._raw:
+            # _raw ends with a newline: the last part is empty, and the first
+            # of TAIL_LINES + 2 parts is everything before the kept lines.
+            raw = bytes(self._raw).rsplit(b"\n", TAIL_LINES + 1)[:-1][-TAIL_LINES:]
+            lines += [_decode(line) for line in raw]
+        return "\n".join(lines[-TAIL_LINES:])[-TAIL_CHARS:]
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\r")
+
+
+def _size(count: int) -> str:
+    """A byte count as people read it: 812 bytes, 4.1 kB, 512.0 MB."""
+    if count < 1000:
+        return f"{count} bytes"
+    if count < 1000**2:
+        return f"{count / 1000:.1f} kB"
+    return f"{count / 1000**2:.1f} MB"
 
 
 class StepProtocol(ProcessProtocol):
-    """Log a child's output line by line and report how it ended."""
+    """
+    Log a child's first lines, count the rest, keep the tail, report how it
+    ended. The reading side stays cheap past ``LOG_LINES``: a build that
+    writes without end must not run slower for being watched.
+    """
 
     def __init__(
         self,
@@ -113,27 +171,86 @@ class StepProtocol(ProcessProtocol):
         self.name = name
         self.ended: Deferred[tuple[int | None, int | None]] = Deferred()
         self.tail = _Tail()
+        #: The pid when the transport connected, which is also the step's
+        #: process group; None when the child was reaped before that.
+        self.pid: int | None = None
+        #: The main process has exited (it may have been reaped already).
+        self.exited = False
         self._clock = clock
         self._fields = dict(fields)
-        self._partial = {1: b"", 2: b""}
+        self._partial: dict[int, bytes] = {}
         self._pipe_timer: IDelayedCall | None = None
+        self._logged = 0
+        self._logged_bytes = 0
+        self._received = 0
+        self._unlogged_lines = 0
 
     def connectionMade(self) -> None:
         assert self.transport is not None
+        self.pid = self.transport.pid
         self.transport.closeStdin()
 
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        buffered = self._partial.get(childFD, b"") + data
-        *lines, rest = buffered.split(b"\n")
-        if len(rest) > 65536:  # a runaway line without newline: cut it
-            lines.append(rest)
-            rest = b""
-        self._partial[childFD] = rest
-        for line in lines:
-            self._line(childFD, line)
+    def live_pid(self) -> int | None:
+        """
+        The pid while the main process has not been reaped, else None: once
+        reaped, the pid (and the group it named) may belong to another process.
+        """
+        if self.exited or self.transport is None:
+            return None
+        pid: int | None = self.transport.pid
+        return pid
 
-    def _line(self, fd: int, raw: bytes) -> None:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+    def held(self) -> int:
+        """Bytes of output held in memory: bounded, whatever the child writes."""
+        return sum(map(len, self._partial.values())) + self.tail.held()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        self._received += len(data)
+        if self._logged < LOG_LINES:
+            data = self._log_lines(childFD, data)
+        if data:
+            self._count_lines(childFD, data)
+
+    def _log_lines(self, fd: int, data: bytes) -> bytes:
+        """Log whole lines until ``LOG_LINES``; return what is left to count."""
+        buffered = self._partial.get(fd, b"") + data
+        start = 0
+        while self._logged < LOG_LINES:
+            end = buffered.find(b"\n", start)
+            if end < 0:
+                break
+            self._line(fd, buffered[start:end], newline=True)
+            start = end + 1
+        rest = buffered[start:]
+        if self._logged >= LOG_LINES:
+            self._partial[fd] = b""
+            return rest
+        if len(rest) > MAX_LINE:  # a runaway line without newline: cut it
+            self._line(fd, rest, newline=False)
+            rest = b""
+        self._partial[fd] = rest
+        return b""
+
+    def _count_lines(self, fd: int, data: bytes) -> None:
+        """Count lines and keep their bytes for the tail, without splitting them."""
+        partial = self._partial.get(fd, b"")
+        end = data.rfind(b"\n")
+        if end < 0:
+            rest = partial + data
+            if len(rest) > MAX_LINE:  # cut, as a logged line would be
+                self.tail.add_raw(rest, b"\n")
+                self._unlogged_lines += 1
+                rest = b""
+            self._partial[fd] = rest
+            return
+        self._unlogged_lines += data.count(b"\n")
+        self.tail.add_raw(partial, memoryview(data)[: end + 1])
+        self._partial[fd] = data[end + 1 :]
+
+    def _line(self, fd: int, raw: bytes, newline: bool) -> None:
+        line = _decode(raw)
+        self._logged += 1
+        self._logged_bytes += len(raw) + newline
         self.tail.add(line)
         log.info(
             "{step}: {line}",
@@ -143,9 +260,34 @@ class StepProtocol(ProcessProtocol):
             **self._fields,
         )
 
+    def _flush(self) -> None:
+        """Treat what is left without a newline as last lines; say what was not logged."""
+        for fd, rest in sorted(self._partial.items()):
+            if not rest:
+                continue
+            if self._logged < LOG_LINES:
+                self._line(fd, rest, newline=False)
+            else:
+                self.tail.add_raw(rest, b"\n")
+                self._unlogged_lines += 1
+        self._partial = {}
+        if self._unlogged_lines:
+            unlogged_bytes = max(0, self._received - self._logged_bytes)
+            log.info(
+                "{step}: {unlogged_lines:,} more lines ({unlogged_size}) not logged;"
+                " the last {kept} are kept with the deploy",
+                step=self.name,
+                unlogged_lines=self._unlogged_lines,
+                unlogged_bytes=unlogged_bytes,
+                unlogged_size=_size(unlogged_bytes),
+                kept=TAIL_LINES,
+                **self._fields,
+            )
+
     def processExited(self, reason: Failure) -> None:
         # The main process is gone; give its pipes a moment, then stop
         # waiting for descendants that keep them open.
+        self.exited = True
         self._pipe_timer = self._clock.callLater(PIPE_GRACE, self._close_pipes)
 
     def _close_pipes(self) -> None:
@@ -155,13 +297,11 @@ class StepProtocol(ProcessProtocol):
                 self.transport.closeChildFD(fd)
 
     def processEnded(self, reason: Failure) -> None:
+        self.exited = True
         if self._pipe_timer is not None and self._pipe_timer.active():
             self._pipe_timer.cancel()
         self._pipe_timer = None
-        for fd, rest in self._partial.items():
-            if rest:
-                self._line(fd, rest)
-        self._partial = {1: b"", 2: b""}
+        self._flush()
         value = reason.value
         if isinstance(value, ProcessDone):
             self.ended.callback((0, None))
@@ -193,7 +333,7 @@ class ProcessRunner:
         self._kill_grace = kill_grace
         self._wall_clock = wall_clock
         self._prefix = session_prefix()
-        self._running: dict[int, _Running] = {}
+        self._running: set[_Running] = set()
 
     @property
     def busy(self) -> bool:
@@ -212,7 +352,8 @@ class ProcessRunner:
     ) -> Deferred[StepResult]:
         """
         Start ``argv`` (never through a shell) and fire with its result;
-        ``on_start`` hears the pid, which is also the step's process group.
+        ``on_start`` hears the pid, which is also the step's process group,
+        unless the child was reaped before its pid could be read.
         """
         argv = tuple(argv)
         fields = dict(fields or {})
@@ -221,7 +362,7 @@ class ProcessRunner:
         begun = self._clock.seconds()
         log.info("step {step} started: {argv}", step=name, argv=list(argv), **fields)
         try:
-            transport = self._process.spawnProcess(
+            self._process.spawnProcess(
                 protocol,
                 self._prefix[0],
                 [*self._prefix, *argv],
@@ -237,17 +378,18 @@ class ProcessRunner:
                 **fields,
             )
             return succeed(StepResult(name, argv, None, None, False, started, 0.0, str(e)))
-        pid = transport.pid
-        assert pid is not None, "a process just spawned has a pid"
-        running = _Running(pid, protocol)
-        if on_start is not None:
-            on_start(pid)
-        self._running[pid] = running
+        # The child may have exited, even been reaped, already: its end is
+        # then on its way to the protocol like any other step's.
+        if protocol.pid is not None and on_start is not None:
+            on_start(protocol.pid)
+        running = _Running(protocol)
+        self._running.add(running)
         running.deadline = self._clock.callLater(timeout, self._expire, running, "timeout")
+        done: Deferred[StepResult] = Deferred()
 
         def finished(status: tuple[int | None, int | None]) -> None:
             running.cancel_timers()
-            self._running.pop(pid, None)
+            self._running.discard(running)
             exit_code, sig = status
             result = StepResult(
                 name=name,
@@ -272,16 +414,25 @@ class ProcessRunner:
             for waiter in running.waiters:
                 waiter.callback(None)
 
-        done: Deferred[StepResult] = Deferred()
         protocol.ended.addCallback(finished)
         return done
 
     def _expire(self, running: _Running, why: str) -> None:
         running.deadline = None
+        step = running.protocol.name
+        if running.protocol.live_pid() is None:
+            # Exited: its pipes close within PIPE_GRACE and it ends with its
+            # own status. Not started as far as we know: nothing to signal.
+            log.info(
+                "step {step} {why} with no live process to signal",
+                step=step,
+                why="timed out" if why == "timeout" else "interrupted",
+            )
+            return
         running.timed_out = why == "timeout"
         log.warn(
             "step {step} {why}: sending SIGTERM to its process group",
-            step=running.protocol.name,
+            step=step,
             why="timed out" if running.timed_out else "interrupted",
         )
         self._signal(running, signal.SIGTERM)
@@ -292,12 +443,17 @@ class ProcessRunner:
     def _signal(self, running: _Running, sig: int) -> None:
         if sig == signal.SIGKILL:
             running.kill_timer = None
+        # Read at the moment of the signal: a reaped leader's pid may be reused.
+        pid = running.protocol.live_pid()
+        if pid is None:
+            return
+        if sig == signal.SIGKILL:
             log.warn(
                 "step {step} still running: sending SIGKILL",
                 step=running.protocol.name,
             )
         try:
-            self._kill(running.pid, sig)
+            self._kill(pid, sig)
         except ProcessLookupError:
             pass
 
@@ -307,7 +463,7 @@ class ProcessRunner:
         fire once none runs. Used when ghhook stops.
         """
         waits = []
-        for running in list(self._running.values()):
+        for running in list(self._running):
             running.cancel_timers()
             running.deadline = self._clock.callLater(grace, self._expire, running, "interrupted")
             done: Deferred[None] = Deferred()
@@ -316,9 +472,10 @@ class ProcessRunner:
         return gatherResults(waits).addCallback(lambda _: None)
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Running:
-    pid: int
+    """A step between its spawn and its end; hashed by identity."""
+
     protocol: StepProtocol
     deadline: IDelayedCall | None = None
     kill_timer: IDelayedCall | None = None

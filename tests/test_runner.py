@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from ghhook.runner import ProcessRunner, StepResult, find_executable
+from ghhook.runner import LOG_LINES, TAIL_LINES, ProcessRunner, StepResult, find_executable
 from tests.daemon import alive
 
 SH = shutil.which("sh") or "/bin/sh"
@@ -118,3 +118,14 @@ async def test_interrupt_gives_grace_then_kills() -> None:
     result = await step
     assert not result.ok and not result.timed_out and result.signal == 15
     assert not runner.busy
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_output_logs_its_first_lines_and_a_count(events: list) -> None:
+    result = await run([SH, "-c", "seq 1 5000"])
+    assert result.ok
+    logged = [e["line"] for e in events if e.get("step") == "step" and "line" in e]
+    assert logged == [str(n) for n in range(1, LOG_LINES + 1)]
+    (summary,) = [e for e in events if "unlogged_lines" in e]
+    assert summary["unlogged_lines"] == 5000 - LOG_LINES
+    assert result.output.splitlines() == [str(n) for n in range(5001 - TAIL_LINES, 5001)]
