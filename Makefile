@@ -31,6 +31,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/step_output.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .demo .bench
