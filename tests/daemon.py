@@ -76,7 +76,12 @@ class Daemon:
     """A ``twistd -n ghhook`` process on a loopback port."""
 
     def __init__(
-        self, workdir: Path, repo: Path, *extra: str, env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        repo: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        twistd_args: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -86,10 +91,12 @@ class Daemon:
         self.log_path = workdir / "ghhook.log"
         secret_file = workdir / "secret"
         secret_file.write_bytes(SECRET + b"\n")
+        self.pidfile = workdir / "twistd.pid"
         self.args = [
             "-n",
             "--pidfile",
-            str(workdir / "twistd.pid"),
+            str(self.pidfile),
+            *twistd_args,
             "ghhook",
             "--repo",
             str(repo),
@@ -170,6 +177,14 @@ class Daemon:
         return self.deliver(
             "push", push_payload(after, before, ref=f"refs/heads/{branch}"), delivery
         )
+
+    def running(self) -> bool:
+        assert self.process is not None
+        return self.process.poll() is None
+
+    def send(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None

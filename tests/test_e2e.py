@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,8 @@ def _answers(daemon: Daemon) -> bool:
         (["--repo", "{clone}", "--listen", "bogus:1"], {"GHHOOK_SECRET": "s"}, "bogus:1"),
         (["--repo", "{clone}", "--remote", "upstream"], {"GHHOOK_SECRET": "s"}, "upstream"),
         (["--repo", "{clone}", "--timeout", "-1"], {"GHHOOK_SECRET": "s"}, "--timeout"),
+        (["--repo", "{clone}", "--branch", "prod"], {"GHHOOK_SECRET": "s"}, "on branch main"),
+        (["--repo", "{clone}", "--keep-deploys", "0"], {"GHHOOK_SECRET": "s"}, "--keep-deploys"),
         (["--repo", "{clone}", "--state", "{tmp}"], {"GHHOOK_SECRET": "s"}, "is a directory"),
         (
             ["--repo", "{clone}", "--state", "/nonexistent/dir/j.sqlite3"],
@@ -190,7 +193,9 @@ def test_bad_settings_exit_with_one_clear_line(
                 environment(**env),
             )
         assert done.returncode != 0
-        assert "Address already in use" in done.stdout + done.stderr
+        output = done.stdout + done.stderr
+        assert "Address already in use" in output and "Traceback" not in output, output
+        assert len(output.strip().splitlines()) == 1, output
         return
     done = run_twistd(
         ["-n", "--pidfile=", "ghhook", *args, "--admin-listen", "none"],
@@ -216,6 +221,7 @@ def test_help_lists_every_option_with_defaults(tmp_path: Path) -> None:
         "--restart-cmd",
         "--timeout",
         "--state",
+        "--keep-deploys",
     ):
         assert option in done.stdout
     assert "/github" in done.stdout and "origin" in done.stdout and "tcp:8000" in done.stdout
@@ -258,3 +264,62 @@ def test_sigkill_mid_deploy_then_restart_catches_up(git: GitFixture, tmp_path: P
     finally:
         gate.touch()
         second.stop()
+
+
+def _journal_result(state: Path, deploy: int) -> str:
+    db = sqlite3.connect(state)
+    try:
+        row = db.execute("SELECT result FROM deploys WHERE id = ?", (deploy,)).fetchone()
+    finally:
+        db.close()
+    return str(row[0])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGUSR2], ids=["SIGQUIT", "SIGUSR2"])
+def test_sigquit_and_sigusr2_stop_cleanly_during_a_slow_build(
+    git: GitFixture, tmp_path: Path, sig: signal.Signals
+) -> None:
+    build_pid = tmp_path / "build.pid"
+    build = f"sh -c 'echo $$ > {build_pid}; exec sleep 600'"
+    d = Daemon(tmp_path, git.clone, "--build-cmd", build, "--restart-cmd", RESTART).start()
+    try:
+        sha = git.commit_and_push("v2\n")
+        code, answer = d.push(sha)
+        assert code == 202
+        pid = int(eventually(lambda: build_pid.exists() and build_pid.read_text().strip()))
+        assert d.status()["deploys"][0]["result"] == "running"
+    finally:
+        code = d.stop(sig)
+    assert code == 0, d.log()
+    assert f"received {sig.name}, shutting down" in d.log()
+    assert not alive(pid), "the build is stopped with the daemon"
+    assert not d.pidfile.exists()
+    result = _journal_result(tmp_path / "ghhook.sqlite3", answer["deploy"])
+    assert result not in ("running", "queued"), result
+    assert restarts(git) == [], "a stopped deploy restarts nothing"
+
+
+def test_sighup_and_sigusr1_leave_it_running(git: GitFixture, tmp_path: Path) -> None:
+    d = Daemon(tmp_path, git.clone).start()
+    try:
+        d.send(signal.SIGHUP)
+        eventually(lambda: "received SIGHUP: nothing to reload" in d.log(), what="the HUP line")
+        # twistd -n logs to stdout here, so there is no log file to reopen.
+        d.send(signal.SIGUSR1)
+        eventually(lambda: "received SIGUSR1" in d.log(), what="the USR1 line")
+        assert d.running()
+        assert d.get("/healthz")[0] == 200
+    finally:
+        assert d.stop() in (0, -signal.SIGTERM)
+
+
+def test_sigusr1_still_rotates_twistds_logfile(git: GitFixture, tmp_path: Path) -> None:
+    logfile = tmp_path / "twistd.log"
+    d = Daemon(tmp_path, git.clone, twistd_args=["--logfile", str(logfile)]).start()
+    try:
+        d.send(signal.SIGUSR1)
+        eventually(lambda: Path(f"{logfile}.1").exists(), what="the rotated log file")
+        assert d.running()
+    finally:
+        d.stop()
+    assert "received SIGUSR1" not in logfile.read_text() + Path(f"{logfile}.1").read_text()
