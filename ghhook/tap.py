@@ -52,7 +52,7 @@ from ghhook.web import Hook, make_site
 log = Logger(namespace="ghhook")
 
 #: Seconds between two WAL checkpoints of the journal (in a thread).
-CHECKPOINT_INTERVAL = 30.0
+CHECKPOINT_INTERVAL = 5.0
 SECRET_VARIABLES = ("GHHOOK_SECRET", "GITHUB_SECRET")
 _GITHUB_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
@@ -738,10 +738,13 @@ class GhhookService(MultiService):
             deployed = self.journal.get("deployed")
             super().startService()
             log.info(
-                "ghhook serving {repo} ({branch}), head deployed: {sha}",
+                "ghhook serving {repo} ({branch}); {what}",
                 repo=self.deployer.settings.repo,
                 branch=self.deployer.settings.branch,
                 sha=deployed,
+                what=f"last deployed: {deployed}"
+                if deployed
+                else "nothing deployed yet: the catch-up takes what the clone holds",
             )
             self.deployer.start()
         except JournalError as e:
