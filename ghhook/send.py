@@ -30,12 +30,12 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 import ghhook
+from ghhook.checks import child_environment, positive_float, read_secrets
 from ghhook.delivery import SHA_RE, ZERO_SHA
 from ghhook.gitrepo import NotAClone, current_branch, git_dir, github_repository, remote_url
 from ghhook.httpclient import NoWholeAnswer, whole_answer
 from ghhook.payloads import delivery_headers, encode, ping_payload, push_payload
 from ghhook.runner import ExecutableNotFound, find_executable
-from ghhook.tap import child_environment, positive_float, read_secrets
 
 EVENTS = ("ping", "push")
 DEFAULT_REPOSITORY = "example/app"

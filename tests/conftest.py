@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -51,6 +51,18 @@ def reactor_left_clean(request: pytest.FixtureRequest) -> Iterator[list[dict[str
     assert not failures, "failures were logged: " + "; ".join(
         str(e["log_failure"].getTraceback()) for e in failures
     )
+
+
+@pytest.fixture
+def events() -> Iterator[list[dict[str, Any]]]:
+    """Every log event the test causes, as the global log publisher has it."""
+    from twisted.logger import ILogObserver, globalLogPublisher
+
+    seen: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, seen.append)
+    globalLogPublisher.addObserver(observer)
+    yield seen
+    globalLogPublisher.removeObserver(observer)
 
 
 @pytest.fixture

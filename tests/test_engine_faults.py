@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.logger import globalLogPublisher
 
 from ghhook.deployer import DEPLOYED, RETRY_INTERVAL, ROLLED_BACK, Deployer, Submission
 from ghhook.journal import Journal, JournalError
@@ -24,25 +23,13 @@ def engine(tmp_path: Path) -> Engine:
     return Engine(tmp_path)
 
 
-class Logged:
-    """The log events of a test, as formatted text."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def __enter__(self) -> Logged:
-        globalLogPublisher.addObserver(self.events.append)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        globalLogPublisher.removeObserver(self.events.append)
-
-    def count(self, text: str) -> int:
-        return sum(1 for e in self.events if text in e.get("log_format", ""))
+def logged(events: list[dict[str, Any]], text: str) -> int:
+    """How many of ``events`` have ``text`` in their format."""
+    return sum(1 for e in events if text in e.get("log_format", ""))
 
 
 def test_an_outcome_the_journal_refuses_leaves_the_engine_idle_and_is_written_later(
-    engine: Engine,
+    engine: Engine, events: list[dict[str, Any]]
 ) -> None:
     disk = fill_disk(engine.journal)
     engine.deployer.start()
@@ -53,14 +40,13 @@ def test_an_outcome_the_journal_refuses_leaves_the_engine_idle_and_is_written_la
     engine.turn()
     engine.runner.pull_to(B)
     disk.full = True  # the disk fills during the restart
-    with Logged() as logged:
-        engine.runner.outstanding.finish(0)
-        assert not engine.deployer.busy, "a refused write never leaves the engine busy"
-        assert engine.result(2)["result"] == "running"
-        engine.clock.advance(RETRY_INTERVAL * 3)
-        assert logged.count("cannot record it yet") == 1, "the failure is logged once"
-        disk.full = False
-        engine.clock.advance(RETRY_INTERVAL)
+    engine.runner.outstanding.finish(0)
+    assert not engine.deployer.busy, "a refused write never leaves the engine busy"
+    assert engine.result(2)["result"] == "running"
+    engine.clock.advance(RETRY_INTERVAL * 3)
+    assert logged(events, "cannot record it yet") == 1, "the failure is logged once"
+    disk.full = False
+    engine.clock.advance(RETRY_INTERVAL)
     deploy = engine.result(2)
     assert (deploy["result"], deploy["sha"]) == ("deployed", B)
     assert engine.journal.get(DEPLOYED) == B, "what runs is recorded with the outcome"

@@ -10,12 +10,12 @@ from typing import Any
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
+from ghhook.checks import child_environment
 from ghhook.decision import Ignore
 from ghhook.deployer import Deployer, Settings, Submission
 from ghhook.gitrepo import in_rebase
 from ghhook.journal import Journal
 from ghhook.runner import ProcessRunner, StepResult
-from ghhook.tap import child_environment
 from tests.gitfixture import GitFixture
 from tests.gitfixture import git as run_git
 
@@ -187,9 +187,8 @@ async def test_start_aborts_a_rebase_left_by_a_crash(git: GitFixture) -> None:
     deployer.journal.close()
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_forced_push_back_to_an_earlier_commit_is_deployed(git: GitFixture) -> None:
-    """The usual emergency rollback: push the branch back to a commit HEAD holds."""
+async def deployed_then_rewound(git: GitFixture) -> tuple[Deployer, Finished, str, str]:
+    """A bad commit deployed, then the branch pushed back to the good one before it."""
     deployer, finished = await started(git)
     good = git.head()
     bad = git.commit_and_push("v2 (broken)\n")
@@ -197,6 +196,13 @@ async def test_a_forced_push_back_to_an_earlier_commit_is_deployed(git: GitFixtu
     deployer.submit(bad, "bad")
     assert await done == "deployed"
     run_git(git.work, "push", "--quiet", "--force", "origin", f"{good}:main")
+    return deployer, finished, good, bad
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_forced_push_back_to_an_earlier_commit_is_deployed(git: GitFixture) -> None:
+    """The usual emergency rollback: push the branch back to a commit HEAD holds."""
+    deployer, finished, good, bad = await deployed_then_rewound(git)
     done = finished.next()
     assert isinstance(deployer.submit(good, "rewind", forced=True), Submission)
     assert await done == "deployed"
@@ -209,13 +215,7 @@ async def test_a_forced_push_back_to_an_earlier_commit_is_deployed(git: GitFixtu
 @pytest_twisted.ensureDeferred
 async def test_a_rewind_delivered_without_forced_still_pulls(git: GitFixture) -> None:
     """A sender that omits ``forced``: the sha is not the fetched remote head."""
-    deployer, finished = await started(git)
-    good = git.head()
-    bad = git.commit_and_push("v2 (broken)\n")
-    done = finished.next()
-    deployer.submit(bad, "bad")
-    assert await done == "deployed"
-    run_git(git.work, "push", "--quiet", "--force", "origin", f"{good}:main")
+    deployer, finished, good, bad = await deployed_then_rewound(git)
     done = finished.next()
     deployer.submit(good, "rewind")
     assert await done == "deployed"

@@ -7,10 +7,8 @@ client logs nothing per probe.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -28,17 +26,6 @@ def reactor() -> Any:
     from twisted.internet import reactor as r
 
     return r
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    from twisted.logger import ILogObserver, globalLogPublisher
-
-    seen: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, seen.append)
-    globalLogPublisher.addObserver(observer)
-    yield seen
-    globalLogPublisher.removeObserver(observer)
 
 
 def hang_up(protocol: Any, transport: StringTransport) -> None:

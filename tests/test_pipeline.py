@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from ghhook.checks import child_environment
 from ghhook.deployer import Deployer, Settings, Submission
 from ghhook.health import HealthCheck
 from ghhook.journal import Journal
 from ghhook.runner import ProcessRunner
-from ghhook.tap import child_environment
 from tests.daemon import eventually, free_port
 from tests.gitfixture import GitFixture
 from tests.test_engine_git import Finished, reactor

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.logger import ILogObserver, globalLogPublisher
 
 from ghhook.runner import (
     LOG_LINES,
@@ -37,15 +36,6 @@ def reactor() -> FakeProcessReactor:
 @pytest.fixture
 def runner(reactor: FakeProcessReactor) -> ProcessRunner:
     return ProcessRunner(reactor, kill=reactor.kill, kill_grace=GRACE, wall_clock=reactor.seconds)
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, seen.append)
-    globalLogPublisher.addObserver(observer)
-    yield seen
-    globalLogPublisher.removeObserver(observer)
 
 
 class Step:

@@ -24,8 +24,8 @@ import pytest_twisted
 
 from ghhook.admin import Admin, status_document
 from ghhook.metrics import Metrics
+from ghhook.site import make_site
 from ghhook.statuspage import render_status_page
-from ghhook.web import make_site
 from tests.test_admin import HOSTILE, fill
 from tests.test_deployer import Engine
 from tests.test_statuspage import long_status

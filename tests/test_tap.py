@@ -28,15 +28,14 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 
 from ghhook.journal import JournalError
-from ghhook.tap import (
+from ghhook.service import (
     CHECKPOINT_INTERVAL,
     Checkpoints,
     GhhookService,
-    Options,
     SignalHandlers,
     _fit,
-    makeService,
 )
+from ghhook.tap import Options, makeService
 from tests.gitfixture import GitFixture
 from tests.gitfixture import git as run_git
 

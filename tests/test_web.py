@@ -15,7 +15,8 @@ from treq.testing import StubTreq
 from ghhook.decision import Tracked
 from ghhook.payloads import delivery_headers, encode, ping_payload, push_payload
 from ghhook.signature import sign
-from ghhook.web import Hook, make_site
+from ghhook.site import make_site
+from ghhook.web import Hook
 from tests.fakes import fill_disk
 from tests.test_deployer import A, B, C, Engine
 

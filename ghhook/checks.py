@@ -1,0 +1,240 @@
+"""
+Settings checked before the reactor runs: values, the secret, the child
+environment, and what would fail every deploy (the branch, git's view of the
+clone, the --uid user's access, ports in use). The one place where ghhook
+runs a subprocess synchronously: nothing listens or runs yet.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import socket
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.python import usage
+
+from ghhook.gitrepo import current_branch
+from ghhook.signature import load_secrets
+
+SECRET_VARIABLES = ("GHHOOK_SECRET", "GITHUB_SECRET")
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("not a number of seconds") from None
+    if not number > 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+    if number < 1:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def command(value: str) -> tuple[str, ...]:
+    """Split a command as a shell would split words; it never runs in one."""
+    try:
+        argv = tuple(shlex.split(value))
+    except ValueError as e:
+        raise ValueError(f"{value!r} cannot be split into words: {e}") from None
+    if not argv:
+        raise ValueError("the command is empty")
+    return argv
+
+
+def child_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The environment of every step: ours without the secret, git never prompting."""
+    env = {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    return env
+
+
+def read_secrets(secret_file: str | None, environ: dict[str, str]) -> tuple[bytes, ...]:
+    """The secrets to verify with: the file's lines, else an environment variable."""
+    if secret_file is not None:
+        try:
+            text = Path(secret_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise usage.UsageError(
+                f"--secret-file {secret_file}: cannot read it: {reason}"
+            ) from None
+        secrets = load_secrets(text)
+        if not secrets:
+            raise usage.UsageError(f"--secret-file {secret_file} holds no secret")
+        return secrets
+    for name in SECRET_VARIABLES:
+        secrets = load_secrets(environ.get(name, ""))
+        if secrets:
+            return secrets
+    raise usage.UsageError(
+        "no webhook secret: give --secret-file FILE (one secret per line),"
+        " or set GHHOOK_SECRET (or GITHUB_SECRET) in the environment"
+    )
+
+
+def checked_out_branch(gdir: Path) -> str | None:
+    """
+    The branch the clone is on; while a rebase a crash left holds HEAD
+    detached, the branch being rebased (the catch-up aborts that rebase).
+    """
+    for rebase in ("rebase-merge", "rebase-apply"):
+        try:
+            name = (gdir / rebase / "head-name").read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if name.startswith("refs/heads/"):
+            return name[len("refs/heads/") :]
+    return current_branch(gdir)
+
+
+@attrs.frozen
+class RunAs:
+    """The user twistd switches to after binding (``--uid``), as root checks it before."""
+
+    uid: int
+    gid: int
+    name: str
+    #: The supplementary groups twistd gives it (initgroups, as switchUID does).
+    groups: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.name} (uid {self.uid})"
+
+    def subprocess_options(self) -> dict[str, Any]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
+
+
+def run_as(twistd: Mapping[str, Any]) -> RunAs | None:
+    """
+    Whom twistd will run ghhook as after ``--uid``/``--gid``, when that is
+    another user than now and we are root to check as them; else None.
+    """
+    uid, gid = twistd.get("uid"), twistd.get("gid")
+    if uid is None or uid == os.geteuid() or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        raise usage.UsageError(f"--uid {uid}: no such user") from None
+    if gid is None:
+        gid = entry.pw_gid
+    return RunAs(uid, gid, entry.pw_name, tuple(os.getgrouplist(entry.pw_name, gid)))
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def git_refusal(git: str, repo: Path, env: Mapping[str, str], user: RunAs | None) -> str | None:
+    """
+    Why git will not work in ``repo`` for the user that runs the deploys, with
+    the environment the deploys get (HOME, so the same safe.directory); None
+    when it works. Run once before the reactor starts.
+    """
+    who = str(user) if user is not None else _user_name(os.geteuid())
+    try:
+        done = subprocess.run(
+            [git, "-C", str(repo), "rev-parse", "--git-dir"],
+            cwd="/",
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **(user.subprocess_options() if user is not None else {}),
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"cannot run {git} as {who}: {e}"
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.strip().splitlines() or [f"git exited with {done.returncode}"]
+    fatal = next((line for line in lines if line.startswith("fatal:")), lines[0])
+    reason = fatal.removeprefix("fatal:").strip()
+    if "dubious ownership" not in reason:
+        return f"git cannot use the clone as {who}: {reason}"
+    try:
+        owner = _user_name(repo.stat().st_uid)
+    except OSError:
+        owner = "another user"
+    return (
+        f"git refuses to work in it as {who}, since it belongs to {owner} (dubious ownership);"
+        f" chown -R it to that user, or add it to that user's safe.directory (git config"
+        f" --global --add safe.directory {repo}, with HOME={env.get('HOME', '')})"
+    )
+
+
+#: Prints the first of its arguments the user cannot use: a directory it
+#: cannot create files in, or an existing file it cannot read and write.
+_ACCESS_CHECK = (
+    'for p do if [ -d "$p" ]; then [ -w "$p" ] && [ -x "$p" ] || { echo "$p"; exit 1; };'
+    ' elif [ -e "$p" ]; then [ -r "$p" ] && [ -w "$p" ] || { echo "$p"; exit 1; }; fi; done'
+)
+
+
+def inaccessible(user: RunAs, paths: Iterable[Path]) -> Path | None:
+    """
+    The first of ``paths`` that ``user`` cannot write, asked of the kernel as
+    that user (permissions, ACLs, read-only mounts); None when all are fine.
+    """
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", _ACCESS_CHECK, "sh", *map(str, paths)],
+            cwd="/",
+            env={"PATH": os.defpath},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **user.subprocess_options(),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None  # cannot ask: twistd's own start-up will tell
+    blocked = done.stdout.strip()
+    return Path(blocked) if done.returncode == 1 and blocked else None
+
+
+def check_listening(endpoints: Iterable[tuple[str, str]]) -> None:
+    """
+    Refuse a TCP (or SSL) endpoint whose address cannot be bound now: in use,
+    privileged, not on this host. A trial bind with SO_REUSEADDR, as Twisted
+    binds, then closed at once: nothing listens.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    for option, description in endpoints:
+        endpoint = serverFromString(reactor, description)
+        # The parsed port and interface; UNIX and systemd endpoints have none.
+        port = getattr(endpoint, "_port", None)
+        interface = getattr(endpoint, "_interface", None)
+        if not isinstance(port, int) or not isinstance(interface, str) or port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                trial.bind((interface, port))
+            except OSError as e:
+                where = f"{interface}:{port}" if interface else f"port {port}"
+                raise usage.UsageError(
+                    f"{option} {description}: cannot listen on {where}: {e.strerror or e}"
+                ) from None
