@@ -26,8 +26,18 @@ def restarts(git: GitFixture) -> list[str]:
 @pytest.fixture
 def daemon(git: GitFixture, tmp_path: Path):
     d = Daemon(tmp_path, git.clone, "--restart-cmd", RESTART).start()
+    eventually(lambda: caught_up(d), what="the catch-up at start")
     yield d
     d.stop()
+
+
+def caught_up(d: Daemon) -> bool:
+    """
+    Whether the catch-up at start is over: a push made before then may be
+    pulled and released by the catch-up itself, not by its own deploy.
+    """
+    deploys = d.status()["deploys"]
+    return bool(deploys) and deploys[-1]["result"] not in ("queued", "running")
 
 
 def test_signed_push_pulls_and_restarts(git: GitFixture, daemon: Daemon) -> None:
@@ -283,6 +293,7 @@ def test_sigquit_and_sigusr2_stop_cleanly_during_a_slow_build(
     build = f"sh -c 'echo $$ > {build_pid}; exec sleep 600'"
     d = Daemon(tmp_path, git.clone, "--build-cmd", build, "--restart-cmd", RESTART).start()
     try:
+        eventually(lambda: caught_up(d), what="the catch-up at start")
         sha = git.commit_and_push("v2\n")
         code, answer = d.push(sha)
         assert code == 202
