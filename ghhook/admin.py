@@ -7,15 +7,28 @@ and the journal, so deploys shown survive restarts. ``/metrics`` serves the
 :class:`~ghhook.metrics.Metrics` registry, ``/healthz`` says the reactor
 answers. Serve it on a private address: it shows repository paths, commands
 and git output, and accepts no writes.
+
+A private address is not enough: a page on a domain that resolves to
+127.0.0.1 (DNS rebinding) makes a browser on the host send it requests, and
+read the answers as the page's own. So the listener answers only requests
+that name it, by :func:`allowed_host`: a loopback name or address, a name
+given with ``--admin-host``, or any request over a unix socket; others get
+421. A request whose ``Origin`` names another site is answered 403 with no
+body.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from klein import Klein
+from twisted.internet.address import UNIXAddress
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 
 from ghhook.deployer import DEPLOYED, Deployer, Job
 from ghhook.isotime import iso_time
@@ -118,13 +131,184 @@ def status_document(
     }
 
 
-class Admin:
-    """The admin resource: one instance per daemon, dependencies as fields."""
+# A host name as compared: lower-case labels of letters, digits, "-" and "_".
+_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+_PORT = re.compile(r"[0-9]{1,5}")
 
-    def __init__(self, deployer: Deployer, journal: Journal, metrics: Metrics) -> None:
+
+def _host_key(host: str) -> str | None:
+    """
+    ``host`` (no port, no brackets) as compared: an address in its canonical
+    form, a name in lower case without its final dot; None if it is neither.
+    """
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        name = host.lower().removesuffix(".")
+        return name if _NAME.fullmatch(name) else None
+
+
+def _authority_key(authority: str) -> str | None:
+    """The host of ``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as compared."""
+    if authority.startswith("["):
+        host, bracket, rest = authority[1:].partition("]")
+        if not bracket:
+            return None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        colon, port = rest[:1], rest[1:]
+        if rest and colon != ":":
+            return None
+    else:
+        host, colon, port = authority.partition(":")
+    if colon and not _PORT.fullmatch(port):
+        return None
+    return _host_key(host)
+
+
+def _loopback(key: str) -> bool:
+    """127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z), ``localhost`` and ``*.localhost``."""
+    try:
+        address = ipaddress.ip_address(key)
+    except ValueError:
+        # RFC 6761: browsers resolve these to loopback themselves; no one can register them.
+        return key == "localhost" or key.endswith(".localhost")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def admin_host(value: str) -> str:
+    """
+    An ``--admin-host`` value (a name or address, IPv6 with or without
+    brackets) as Host headers are compared with it.
+
+    :raises ValueError: with a sentence, when ``value`` is neither.
+    """
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    key = _host_key(bare)
+    if key is None:
+        raise ValueError(
+            f"{value!r} is not a host name or address (give it without scheme or port;"
+            " a name in ASCII, xn-- for others)"
+        )
+    return key
+
+
+def allowed_host(host: bytes | None, extra: Sequence[str], via_unix: bool) -> bool:
+    """
+    Whether the admin listener answers a request with this ``Host`` header:
+    one that came over a unix socket (only local users reach it), or one
+    naming a loopback name or address or one of ``extra`` (the
+    ``--admin-host`` names), with any port. A browser sends the name of the
+    site it thinks it talks to: a DNS-rebinding page's own domain is none of
+    these. No Host at all is refused too.
+    """
+    if via_unix:
+        return True
+    if host is None:
+        return False
+    try:
+        key = _authority_key(host.decode("ascii"))
+    except UnicodeDecodeError:
+        return False
+    if key is None:
+        return False
+    if _loopback(key):
+        return True
+    names = set()
+    for name in extra:
+        try:
+            names.add(admin_host(name))
+        except ValueError:
+            continue
+    return key in names
+
+
+def allowed_origin(origin: bytes | None, extra: Sequence[str]) -> bool:
+    """
+    Whether a request with this ``Origin`` header may have an answer body:
+    none (browsers send it with cross-site requests) or a page at a loopback
+    name or address or one of ``extra``. ``null`` (a sandboxed frame, a
+    file) and other schemes are refused.
+    """
+    if origin is None:
+        return True
+    try:
+        text = origin.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or text != f"{parts.scheme}://{parts.netloc}":
+        return False
+    return allowed_host(parts.netloc.encode("ascii"), extra, via_unix=False)
+
+
+class _HostGuard(Resource):
+    """
+    Answers 421 or 403 before any route runs, so a refused request costs no
+    journal read and learns nothing, not even whether a path exists.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, hosts: Sequence[str]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._hosts = tuple(hosts)
+
+    def render(self, request: IRequest) -> bytes | int:
+        # A header sent twice is refused: a proxy in front might read the other one.
+        hosts = request.requestHeaders.getRawHeaders(b"host") or []
+        origins = request.requestHeaders.getRawHeaders(b"origin")
+        via_unix = isinstance(request.getHost(), UNIXAddress)
+        host_ok = allowed_host(hosts[0] if len(hosts) == 1 else None, self._hosts, via_unix)
+        origin_ok = origins is None or (
+            len(origins) == 1 and allowed_origin(origins[0], self._hosts)
+        )
+        if host_ok and origin_ok:
+            result: bytes | int = self._inner.render(request)
+            return result
+        _no_store(request)
+        if not origin_ok:
+            # Not the route's own status without its body: a page tells 2xx
+            # from 4xx (an <img> or <script> fires onload or onerror), so
+            # /healthz would still say whether the journal works.
+            request.setResponseCode(421 if not host_ok else 403)
+            return b""
+        return json_body(
+            request,
+            421,
+            {
+                "error": "this listener answers only for loopback names and addresses,"
+                " its unix socket and the names given with --admin-host;"
+                " the Host header names none of them"
+            },
+        )
+
+
+class Admin:
+    """
+    The admin resource: one instance per daemon, dependencies as fields.
+
+    :param hosts: the names and addresses given with ``--admin-host``,
+        answered besides loopback ones (:func:`allowed_host`).
+    :raises ValueError: when one of ``hosts`` is neither.
+    """
+
+    def __init__(
+        self,
+        deployer: Deployer,
+        journal: Journal,
+        metrics: Metrics,
+        hosts: Sequence[str] = (),
+    ) -> None:
         self.deployer = deployer
         self.journal = journal
         self.metrics = metrics
+        self.hosts = tuple(admin_host(host) for host in hosts)
         self.app = Klein()
         for path, method in (
             ("/", self.page),
@@ -136,7 +320,8 @@ class Admin:
         json_errors(self.app, allow=("GET", "HEAD"))
 
     def resource(self) -> IResource:
-        return self.app.resource()
+        """The routes, behind the Host and Origin checks."""
+        return _HostGuard(self.app.resource(), self.hosts)
 
     def status(self, request: IRequest) -> bytes:
         _no_store(request)

@@ -7,6 +7,13 @@ it returns. Each line holds ``time`` (ISO 8601, UTC), ``level``,
 ``namespace``, ``text`` (the formatted message), ``traceback`` when the event
 carries a failure, and every structured field whose value JSON can hold, so
 that ``jq 'select(.sha == "...")'`` finds what the text only mentions.
+
+Lines are ASCII: every control character (an ANSI escape in a commit
+message, DEL, a C1 control) and everything else outside ASCII is a JSON
+escape, so a line cannot act on the terminal that shows it, and ``jq``
+gives back the text as it was. twistd's default text log has no such
+escaping: fields that quote git or a step are escaped where they are logged
+(:func:`ghhook.escape.printable`).
 """
 
 from __future__ import annotations
@@ -87,7 +94,8 @@ class JSONLineObserver:
         self._lock = threading.Lock()
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        line = json.dumps(event_record(event)) + "\n"
+        # ensure_ascii=False would let DEL and the C1 controls (U+009B, CSI) through raw.
+        line = json.dumps(event_record(event), ensure_ascii=True) + "\n"
         with self._lock:
             self._stream.write(line)
             self._stream.flush()

@@ -5,7 +5,8 @@ Every step is spawned through ``IReactorProcess.spawnProcess`` in a new
 session (so a timeout can kill its whole process group), with stdin closed,
 an explicit environment, its first lines logged one by one, the rest counted,
 the last lines kept as a tail, and a deadline on the injected clock: SIGTERM
-to the group, then SIGKILL.
+to the group, then SIGKILL. Logged lines show control characters escaped
+(:func:`ghhook.escape.printable`); the tail keeps them, for the journal.
 
 A fast child can be reaped inside ``spawnProcess``: the transport's ``pid``
 is then already ``None``. That is a step like any other; the runner reads the
@@ -31,6 +32,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorT
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from ghhook.escape import printable
 
 log = Logger(namespace="ghhook.runner")
 
@@ -252,10 +255,12 @@ class StepProtocol(ProcessProtocol):
         self._logged += 1
         self._logged_bytes += len(raw) + newline
         self.tail.add(line)
+        # Escaped for the log only: an ANSI escape in a build's output
+        # must not act on the terminal of whoever reads the log.
         log.info(
             "{step}: {line}",
             step=self.name,
-            line=line,
+            line=printable(line),
             stream="stderr" if fd == 2 else "stdout",
             **self._fields,
         )

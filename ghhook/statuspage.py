@@ -8,6 +8,10 @@ every string they are given, and nothing is written into it as markup. It
 refreshes itself every few seconds, uses inline CSS only, runs no script and
 loads nothing else.
 
+Control characters (an ANSI escape in a commit subject or a build's output)
+are shown escaped, ``\\x1b`` set apart in its own style, never written raw:
+copied from the page into a terminal, they would act there.
+
 It reads on a phone: below ``NARROW_PX`` each deploy is a card instead of a
 table row, and anything long (shas, paths, commands, subjects, git's output)
 wraps inside its own box, so the page is never wider than the screen.
@@ -20,6 +24,8 @@ from typing import Any
 
 from twisted.python.failure import Failure
 from twisted.web.template import Tag, flatten, tags
+
+from ghhook.escape import CONTROLS, printable, segments
 
 #: Seconds between the page's automatic reloads.
 REFRESH_SECONDS = 5
@@ -102,6 +108,9 @@ pre.output {{ margin: .4em 0 0; padding: .6em; background: #1f2328; color: #f0f3
 details summary {{ cursor: pointer; color: #59636e; }}
 table.steps td {{ background: transparent; }}
 .muted {{ color: #59636e; }}
+.ctl {{ color: #cf222e; background: #ffebe9; border-radius: 3px; font-family: ui-monospace,
+        SFMono-Regular, Menlo, monospace; }}
+pre.output .ctl {{ color: #ff8182; background: #5d0f12; }}
 .error {{ color: #cf222e; }}
 tr.interrupted .error {{ color: #7d4e00; }}
 @media (max-width: {NARROW_PX}px) {{
@@ -155,7 +164,7 @@ def render_status_page(status: Mapping[str, Any]) -> bytes:
             ),
         ),
     )
-    return b"<!DOCTYPE html>\n" + _flatten_now(page) + b"\n"
+    return b"<!DOCTYPE html>\n" + _flatten_now(_show_controls(page)) + b"\n"
 
 
 def state_of(status: Mapping[str, Any]) -> str:
@@ -322,7 +331,8 @@ def _details(deploy: Mapping[str, Any]) -> list[Any]:
         parts.append(tags.div(class_="error")(deploy["error"]))
     failing = _failing_step(deploy)
     if failing is not None and failing["output"]:
-        parts.append(tags.pre(class_="output")(_tail(failing["output"])))
+        # One child: in a flex box each text run and span would be a row of its own.
+        parts.append(tags.pre(class_="output")(tags.code(_tail(failing["output"]))))
     steps = deploy["steps"]
     if steps:
         parts.append(
@@ -398,6 +408,35 @@ def _duration(seconds: float | None) -> str:
 
 def _tail(output: str) -> str:
     return "\n".join(output.splitlines()[-OUTPUT_LINES:])
+
+
+# Elements whose content is text only: a <span> there would show as markup.
+_TEXT_ONLY = ("title", "style")
+
+
+def _show_controls(node: Any, parent: str = "") -> Any:
+    """
+    ``node`` with every control character in its text and attributes shown
+    escaped, in a ``<span class="ctl">`` where markup can go. One pass over
+    the finished tree, so no field can be missed, the ones added later too.
+    """
+    if isinstance(node, str):
+        if not CONTROLS.search(node):
+            return node
+        if parent in _TEXT_ONLY:
+            return printable(node)
+        return [tags.span(class_="ctl")(text) if ctl else text for text, ctl in segments(node)]
+    if isinstance(node, Tag):
+        node.attributes = {
+            name: printable(value) if isinstance(value, str) else value
+            for name, value in node.attributes.items()
+        }
+        name = node.tagName.decode("ascii") if isinstance(node.tagName, bytes) else node.tagName
+        node.children = [_show_controls(child, name) for child in node.children]
+        return node
+    if isinstance(node, (list, tuple)):
+        return [_show_controls(child, parent) for child in node]
+    return node
 
 
 def _flatten_now(root: Tag) -> bytes:

@@ -19,7 +19,8 @@ from ghhook.runner import StepResult
 from tests.fakes import FakeRunner, fill_disk
 from tests.test_deployer import A, B, C, Engine
 
-URL = "http://admin.invalid"
+#: The admin listener answers only Host names it knows: loopback ones by default.
+URL = "http://127.0.0.1:9000"
 #: What a pusher controls ends up in git's output and so in the journal.
 HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="document.title=1">'
 T0 = 1_700_000_000.0
@@ -265,6 +266,25 @@ def test_status_document_is_plain_json(client: Client) -> None:
     fill(client.engine.journal)
     document = status_document(client.engine.deployer, client.engine.journal)
     assert json.loads(json.dumps(document)) == document
+
+
+def test_status_keeps_control_characters_as_they_were(client: Client) -> None:
+    """The page shows them escaped; the JSON is faithful, and JSON escapes them itself."""
+    journal = client.engine.journal
+    deploy = journal.queue_deploy("push", "d-1", B, T0)
+    output = "\x1b[31merror\x1b[0m: \x9b2J\x7f"
+    journal.add_step(deploy, 1, StepResult("build", ("make",), 2, None, False, T0, 1.0, output))
+    journal.finish_deploy(
+        deploy, "failed", B, T0 + 1, "build", f"build exited with 2: {output}", subject=output
+    )
+    code, _, body = client.request("GET", "/status")
+    assert code == 200
+    assert b"\x1b" not in body and b"\\u001b[31m" in body
+    [shown] = json.loads(body)["deploys"]
+    assert shown["steps"][0]["output"] == output
+    assert (shown["subject"], shown["error"]) == (output, f"build exited with 2: {output}")
+    page = client.request("GET", "/")[2].decode("utf-8")
+    assert "\x1b" not in page and '<span class="ctl">\\x1b</span>[31merror' in page
 
 
 def test_page_is_html_with_a_strict_policy_and_escapes_the_journal(client: Client) -> None:

@@ -65,6 +65,18 @@ def test_a_structured_event_is_one_json_line() -> None:
     assert before - 1 <= moment.timestamp() <= time.time() + 1
 
 
+def test_control_characters_are_json_escapes_and_come_back_as_they_were() -> None:
+    """A field nobody escaped (an ANSI escape, DEL, CSI as a C1 control) stays off the terminal."""
+    stream = io.StringIO()
+    log = Logger(namespace="ghhook.test", observer=JSONLineObserver(stream))
+    raw = "red\x1b[31m\x1b]0;pwned\x07\x7f\x9b2J\u2028\r"
+    log.info("{step}: {line}", step="build", line=raw)
+    line = stream.getvalue()
+    assert all(" " <= ch <= "~" for ch in line[:-1]) and line.endswith("}\n"), line
+    [record] = logged(stream)
+    assert record["line"] == raw and record["text"] == f"build: {raw}"
+
+
 def test_a_failure_becomes_a_traceback_field() -> None:
     stream = io.StringIO()
     log = Logger(namespace="ghhook.deployer", observer=JSONLineObserver(stream))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from ghhook.runner import LOG_LINES, TAIL_LINES, ProcessRunner, StepResult, find_executable
 from tests.daemon import alive
@@ -58,6 +58,16 @@ async def test_output_is_logged_line_by_line_and_kept_as_tail(events: list) -> N
     assert result.output.splitlines() == ["one", "two", "three"]
     lines = [(e["line"], e["stream"]) for e in events if e.get("step") == "step" and "line" in e]
     assert sorted(lines) == sorted([("one", "stdout"), ("two", "stderr"), ("three", "stdout")])
+
+
+@pytest_twisted.ensureDeferred
+async def test_logged_lines_show_control_characters_escaped(events: list) -> None:
+    """An ANSI escape in a build's output must not act on whoever reads the log."""
+    result = await run([SH, "-c", r"printf 'a\033[2Jb\tc\n\033]0;title\007\n'"])
+    logged = [e for e in events if e.get("step") == "step" and "line" in e]
+    assert [e["line"] for e in logged] == ["a\\x1b[2Jb\tc", "\\x1b]0;title\\x07"]
+    assert [formatEvent(e) for e in logged] == ["step: a\\x1b[2Jb\tc", "step: \\x1b]0;title\\x07"]
+    assert result.output == "a\x1b[2Jb\tc\n\x1b]0;title\x07", "the journal keeps them as they were"
 
 
 @pytest_twisted.ensureDeferred

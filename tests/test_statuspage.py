@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from ghhook.admin import status_document
+from ghhook.escape import CONTROLS, printable
 from ghhook.statuspage import (
     OUTPUT_LINES,
     REFRESH_SECONDS,
@@ -214,6 +216,28 @@ def test_every_field_is_escaped(attack: str) -> None:
     assert attack in parsed.all_text(), "shown to the reader as text"
 
 
+#: What a commit message or a build's output can hold: ANSI escapes (colour,
+#: the terminal's title), CSI as one C1 character, DEL, NUL, a carriage
+#: return, and markup next to them; a tab, which stays.
+CONTROL_ATTACK = "red\x1b[31m\x1b]0;pwned\x07\x9b2J\x7f\x00\r<b>x</b>\tend"
+
+
+def test_control_characters_are_shown_escaped_everywhere() -> None:
+    page = render_status_page(hostile_status(CONTROL_ATTACK))
+    text = page.decode("utf-8")
+    assert not CONTROLS.search(text), "no control character reaches the page raw"
+    assert "<b>" not in text, "markup is escaped as before"
+    parsed = Elements(page)
+    assert printable(CONTROL_ATTACK) in parsed.all_text(), "shown to the reader as \\x1b"
+    assert "\t" in parsed.all_text()
+    styled = re.findall(r'<span class="ctl">([^<]*)</span>', text)
+    assert set(styled) == {"\\x1b", "\\x07", "\\x9b", "\\x7f", "\\x00", "\\x0d"}
+    title = text.split("<title>")[1].split("</title>")[0]
+    assert "\\x1b[31m" in title and "span" not in title, "a title holds text only"
+    output = between(page, b'class="output"', b"</pre>").decode()
+    assert output.count("<code>") == 1 and '<span class="ctl">' in output, "one flex item"
+
+
 def test_result_classes_come_from_a_fixed_set() -> None:
     result = 'x" onclick="alert(1)'
     parsed = Elements(render_status_page(status(deploys=[deploy(1, result)])))
@@ -386,7 +410,7 @@ def test_every_failure_shows_the_failed_steps_output(result: str) -> None:
     assert row["class"] == "deploy failure"
     assert "failed at health" in parsed.all_text()
     [output] = between(page, b'class="output"', b"</pre>").split(b">", 1)[1:]
-    assert output == b"502 Bad"
+    assert output == b"<code>502 Bad</code>", "one child: the box is a column-reverse flex box"
 
 
 def test_interrupted_looks_unlike_a_failure_and_says_what_it_means() -> None:
