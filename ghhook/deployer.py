@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ghhook.decision import Ignore
+from ghhook.escape import printable
 from ghhook.gitrepo import current_branch, in_rebase
 from ghhook.journal import Journal, JournalError
 from ghhook.runner import StepResult
@@ -502,7 +503,7 @@ class Deployer:
             log.critical(
                 "deploy {deploy}: ROLLBACK FAILED, the service may be down: {error}",
                 deploy=job.id,
-                error=error,
+                error=printable(error),
             )
         except Stopping:
             result, sha, failed_step = "interrupted", cycle.new or job.target, cycle.last_step
@@ -525,9 +526,9 @@ class Deployer:
             deploy=job.id,
             result=result,
             what=sha or "nothing pulled",
-            why=f" ({error})" if error else "",
+            why=f" ({printable(error)})" if error else "",
             sha=sha,
-            error=error,
+            error=printable(error) if error else None,
             step=failed_step,
             delivery=job.delivery,
             duration=finished - started,

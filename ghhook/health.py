@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.client import Agent
 
+from ghhook.escape import printable
 from ghhook.httpclient import NoWholeAnswer, QuietPool, whole_answer
 from ghhook.runner import StepResult
 
@@ -60,7 +61,7 @@ class HealthCheck:
                 log.info("health check passed: {url} answered {code}", url=url, code=code)
                 return self._result(name, url, 0, started, begun, attempts, last)
             if self._reactor.seconds() + self._interval >= deadline:
-                log.error("health check failed: {url}: {last}", url=url, last=last)
+                log.error("health check failed: {url}: {last}", url=url, last=printable(last))
                 return self._result(name, url, 1, started, begun, attempts, last, timed_out=True)
             await deferLater(self._reactor, self._interval, lambda: None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -224,6 +225,24 @@ def test_failed_pull_does_not_restart_and_next_push_is_tried(engine: Engine) -> 
     engine.runner.pull_to(B)
     engine.runner.calls[-1].finish(0)
     assert engine.result(second.deploy)["result"] == "deployed"
+
+
+def test_control_bytes_in_git_output_are_logged_escaped_and_journaled_raw(
+    engine: Engine, events: list[dict[str, Any]]
+) -> None:
+    engine.deployer.start()
+    engine.turn()
+    engine.runner.pull_to(A)
+    engine.submit(B, "d-1")
+    engine.turn()
+    engine.runner.outstanding.finish(1, "fatal: \x1b[2J\x1b]0;owned\x07 refused\n")
+    assert "\x1b[2J" in engine.result(2)["error"], "the journal keeps git's words as they were"
+    ended = next(
+        e for e in events if e.get("log_format", "").startswith("deploy {deploy} {result}")
+    )
+    assert ended["result"] == "failed"
+    assert "\x1b" not in ended["why"] and "\x07" not in ended["why"]
+    assert "\\x1b[2J" in ended["why"] and "\\x07" in ended["why"]
 
 
 def test_timed_out_pull_is_recorded_as_timeout(engine: Engine) -> None:
