@@ -238,7 +238,9 @@ def test_control_bytes_in_git_output_are_logged_escaped_and_journaled_raw(
     engine.runner.outstanding.finish(1, "fatal: \x1b[2J\x1b]0;owned\x07 refused\n")
     assert "\x1b[2J" in engine.result(2)["error"], "the journal keeps git's words as they were"
     ended = next(
-        e for e in events if e.get("log_format", "").startswith("deploy {deploy} {result}")
+        e
+        for e in events
+        if e.get("log_format", "").startswith("deploy {deploy} {result}") and e["deploy"] == 2
     )
     assert ended["result"] == "failed"
     assert "\x1b" not in ended["why"] and "\x07" not in ended["why"]
