@@ -8,10 +8,10 @@ GitHub sends either ``application/json`` or a form with the JSON in a
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from typing import Any
-from urllib.parse import parse_qs
 
 import attrs
 
@@ -19,6 +19,13 @@ SHA_RE = re.compile(r"[0-9a-fA-F]{40}")
 ZERO_SHA = "0" * 40
 BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+#: Every byte but the four that give a form its shape; deleting them leaves
+#: the shape alone, e.g. ``a=1&payload=%7B%7D`` becomes ``=&=%%``.
+_NOT_FORM_SYNTAX = bytes(b for b in range(256) if b not in b"&=%+")
+#: A ``%`` that does not start a two-hex-digit escape.
+_STRAY_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 class BadDelivery(ValueError):
@@ -51,17 +58,8 @@ class Push:
 def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     """Decode a JSON or form-encoded delivery into its payload object."""
     media_type = (content_type or "").split(";")[0].strip().lower()
-    if media_type == "application/x-www-form-urlencoded":
-        try:
-            fields = parse_qs(
-                body.decode("utf-8"), strict_parsing=True, keep_blank_values=True, errors="strict"
-            )
-        except (UnicodeDecodeError, ValueError):
-            raise BadDelivery("the form body cannot be decoded") from None
-        values = fields.get("payload")
-        if not values:
-            raise BadDelivery("the form body has no payload field")
-        text = values[0]
+    if media_type == FORM_TYPE:
+        text = _form_payload(body)
     elif media_type in ("application/json", ""):
         try:
             text = body.decode("utf-8")
@@ -79,6 +77,60 @@ def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise BadDelivery("the payload is not a JSON object")
     return payload
+
+
+def _form_payload(body: bytes) -> str:
+    """
+    The text of a form body's ``payload`` field.
+
+    Only whole-buffer byte operations that run in C (``translate``, ``find``,
+    ``replace``, ``a2b_qp``), so the time is linear in bytes however many
+    fields there are, and no list of fields is built: a 25 MB body of
+    8 million empty fields once held the reactor for 6 s in ``parse_qs``.
+
+    As strict as GitHub's own encoding, and unambiguous, since another
+    parser must not read a different payload from the same signed bytes:
+    every field is ``name=value``; names are compared as sent (a name with
+    ``%`` or ``+`` is refused, so no decoded name can be ``payload``); a
+    second ``payload`` field is refused, not resolved (parsers disagree on
+    which one wins); a ``%`` must start a two-hex-digit escape; the body and
+    the decoded payload must be UTF-8.
+    """
+    if not body:
+        raise BadDelivery("the form body has no payload field")
+    # In the shape, each field starts with "=" exactly when it has a value and
+    # a name free of "%" and "+"; an empty field or a trailing "&" fails too.
+    shape = body.translate(None, _NOT_FORM_SYNTAX)
+    if not shape.startswith(b"=") or shape.count(b"&") != shape.count(b"&="):
+        raise BadDelivery("the form body cannot be decoded")
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadDelivery("the form body cannot be decoded") from None
+    if body.startswith(b"payload="):
+        start = len(b"payload=")
+    else:
+        at = body.find(b"&payload=")
+        if at < 0:
+            raise BadDelivery("the form body has no payload field")
+        start = at + len(b"&payload=")
+    end = body.find(b"&", start)
+    if end < 0:
+        end = len(body)
+    elif body.find(b"&payload=", end) >= 0:
+        raise BadDelivery("the form body has more than one payload field")
+    value = body[start:end]
+    if _STRAY_PERCENT.search(value):
+        raise BadDelivery("the form body cannot be decoded")
+    # Percent-decoding in C: with every "=" escaped as "=3D" and every "%"
+    # known to start a valid escape, "%XX" -> "=XX" is quoted-printable, and
+    # a2b_qp gives exactly what urllib's unquote_to_bytes would (tested).
+    raw = binascii.a2b_qp(value.replace(b"=", b"=3D").replace(b"%", b"=").replace(b"+", b" "))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadDelivery("the form body cannot be decoded") from None
 
 
 def parse_push(payload: dict[str, Any]) -> Push:

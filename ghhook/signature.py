@@ -52,30 +52,37 @@ def sign(body: bytes, secret: bytes, algorithm: str = "sha256") -> str:
 def verify(
     body: bytes,
     secrets: Sequence[bytes],
-    sha256_header: str | None,
-    sha1_header: str | None = None,
+    sha256_header: str | bytes | None,
+    sha1_header: str | bytes | None = None,
 ) -> Verdict:
     """
     Check ``body`` against any of ``secrets`` (several allow rotation).
 
     The SHA-256 header wins when present; SHA-1 is only a fallback for
     senders that do not send it, because SHA-1 HMAC is the weaker of the two.
+    Header values may be the raw bytes from the wire: one that is not ASCII
+    is malformed, like any other value that is not ``<algorithm>=<hex>``.
     """
     if sha256_header is not None:
-        header, value, algorithm = SHA256_HEADER, sha256_header, "sha256"
+        header, raw, algorithm = SHA256_HEADER, sha256_header, "sha256"
     elif sha1_header is not None:
-        header, value, algorithm = SHA1_HEADER, sha1_header, "sha1"
+        header, raw, algorithm = SHA1_HEADER, sha1_header, "sha1"
     else:
         return Verdict(
             Outcome.MISSING,
             f"the request carries no {SHA256_HEADER} header",
         )
+    shape = Verdict(
+        Outcome.MALFORMED,
+        f"the {header} header must look like {algorithm}=<hex digest>",
+    )
+    try:
+        value = raw.decode("ascii") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        return shape
     prefix, sep, digest = value.strip().partition("=")
     if not sep or prefix != algorithm:
-        return Verdict(
-            Outcome.MALFORMED,
-            f"the {header} header must look like {algorithm}=<hex digest>",
-        )
+        return shape
     digest = digest.lower()
     if not _HEX_DIGEST[algorithm].fullmatch(digest):
         return Verdict(

@@ -19,7 +19,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException
 
 from ghhook.decision import Decision, Deploy, Ignore, Pong, Tracked, decide
@@ -32,7 +32,13 @@ log = Logger(namespace="ghhook.web")
 
 #: Seconds between two warnings about bad signatures from one peer.
 REJECT_LOG_INTERVAL = 10.0
-_DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+#: GitHub's delivery ids are GUIDs; an id starts with a letter or digit, so
+#: that it can never pass for an option where it is used (GHHOOK_DELIVERY).
+_DELIVERY_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+
+
+class BadHeader(ValueError):
+    """A header of a signed request cannot be used; the message is one sentence."""
 
 
 class DeliveryCounter(Protocol):
@@ -103,7 +109,7 @@ class Hook:
         json_errors(self.app)
 
     def resource(self) -> IResource:
-        return self.app.resource()
+        return RefuseUndecodableUrls(self.app.resource())
 
     def _warn_rejected(self, peer: str, reason: str) -> None:
         """Log a bad signature, at most once per peer every REJECT_LOG_INTERVAL s."""
@@ -140,38 +146,31 @@ class Hook:
 
     def hook(self, request: IRequest) -> bytes:
         body = request.content.read()
-        event = _header(request, "X-GitHub-Event")
+        # Headers stay bytes until they are used, so that no value an unsigned
+        # client sends can raise before the signature has been checked.
+        event_bytes = _header(request, b"X-GitHub-Event")
         verdict = verify(
             body,
             self.secrets,
-            _header(request, SHA256_HEADER),
-            _header(request, SHA1_HEADER),
+            _header(request, SHA256_HEADER.encode("ascii")),
+            _header(request, SHA1_HEADER.encode("ascii")),
         )
-        label = event if event in ("ping", "push") else "other"
+        label = _LABELS.get(event_bytes or b"", "other")
         if verdict.outcome is Outcome.MISSING:
             return self._answer(request, label, "unsigned", 401, {"error": verdict.reason})
         if not verdict.valid:
             self._warn_rejected(_peer(request), verdict.reason)
             return self._answer(request, label, "bad_signature", 403, {"error": verdict.reason})
-        delivery = _header(request, "X-GitHub-Delivery")
-        if not event:
-            return self._answer(
-                request,
-                label,
-                "malformed",
-                400,
-                {"error": "the request carries no X-GitHub-Event header"},
-            )
-        if delivery is not None and not _DELIVERY_ID.fullmatch(delivery):
-            return self._answer(
-                request,
-                label,
-                "malformed",
-                400,
-                {"error": "the X-GitHub-Delivery header is not a delivery id"},
-            )
         try:
-            payload = parse_body(body, _header(request, "Content-Type"))
+            event = _text(event_bytes, "X-GitHub-Event")
+            if not event:
+                raise BadHeader("the request carries no X-GitHub-Event header")
+            delivery = _delivery_id(_header(request, b"X-GitHub-Delivery"))
+            content_type = _text(_header(request, b"Content-Type"), "Content-Type")
+        except BadHeader as e:
+            return self._answer(request, label, "malformed", 400, {"error": str(e)})
+        try:
+            payload = parse_body(body, content_type)
             decision = decide(event, payload, self.tracked)
         except BadDelivery as e:
             log.warn(
@@ -275,11 +274,61 @@ def healthz(request: IRequest, journal: Journal) -> bytes:
     return json_body(request, 200, {"ok": True})
 
 
-def _header(request: IRequest, name: str) -> str | None:
-    value = request.requestHeaders.getRawHeaders(name)
-    if not value:
+_LABELS = {b"ping": "ping", b"push": "push"}
+
+
+def _header(request: IRequest, name: bytes) -> bytes | None:
+    """
+    The first value of header ``name``, as the bytes sent. Asked by a str
+    name, Twisted decodes every value as UTF-8 and raises on one that is not.
+    """
+    values = request.requestHeaders.getRawHeaders(name)
+    return values[0] if values else None
+
+
+def _text(value: bytes | None, name: str) -> str | None:
+    """A header value decoded where it is used; not UTF-8 is the sender's fault."""
+    if value is None:
         return None
-    return str(value[0])
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadHeader(f"the {name} header is not UTF-8") from None
+
+
+def _delivery_id(value: bytes | None) -> str | None:
+    """The delivery id, checked on the raw bytes (so it is ASCII once it passes)."""
+    if value is None:
+        return None
+    if not _DELIVERY_ID.fullmatch(value):
+        raise BadHeader("the X-GitHub-Delivery header is not a delivery id")
+    return value.decode("ascii")
+
+
+class RefuseUndecodableUrls(Resource):
+    """
+    Answer a Host header that is not UTF-8 with 400, and such a path with
+    404, before Klein sees them: Klein logs a traceback for each, and anyone
+    can send them. Everything else goes to the wrapped (Klein) resource.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request: IRequest) -> bytes | int:
+        try:
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return json_body(request, 400, {"error": "the Host header is not UTF-8"})
+        try:
+            b"/".join(request.prepath + request.postpath).decode("utf-8")
+        except UnicodeDecodeError:
+            return json_body(request, 404, {"error": "nothing is served at this path"})
+        result: bytes | int = self._inner.render(request)
+        return result
 
 
 def _peer(request: IRequest) -> str:

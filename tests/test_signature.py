@@ -224,6 +224,28 @@ def test_reason_never_reveals_secret_or_digest(
         assert digest.upper() not in verdict.reason
 
 
+@pytest.mark.parametrize(
+    ("sha256_header", "sha1_header", "expected"),
+    [
+        pytest.param(SHA256.encode(), None, Outcome.VALID, id="sha256-bytes"),
+        pytest.param(None, SHA1.encode(), Outcome.VALID, id="sha1-bytes"),
+        pytest.param(b"\xff", None, Outcome.MALFORMED, id="sha256-not-ascii"),
+        pytest.param(None, b"\xff", Outcome.MALFORMED, id="sha1-not-ascii"),
+        pytest.param(SHA256.encode() + b"\xff", None, Outcome.MALFORMED, id="valid-then-not-ascii"),
+        pytest.param(b"sha256=" + "\u0660".encode() * 64, None, Outcome.MALFORMED, id="utf-8"),
+        pytest.param(b"\xff", SHA1.encode(), Outcome.MALFORMED, id="bad-256-beats-right-sha1"),
+        pytest.param(SHA256.encode(), b"\xff", Outcome.VALID, id="unused-sha1-not-decoded"),
+    ],
+)
+def test_header_values_as_raw_bytes(
+    sha256_header: bytes | None, sha1_header: bytes | None, expected: Outcome
+) -> None:
+    """Raw header bytes are decoded here: a value that is not ASCII is MALFORMED, never an error."""
+    verdict = verify(BODY, [SECRET], sha256_header, sha1_header)
+    assert verdict.outcome is expected
+    assert "\n" not in verdict.reason
+
+
 def test_verify_takes_any_bytes_body() -> None:
     """The body is verified as raw bytes: non-UTF-8 and empty bodies both work."""
     for body in (b"", b"\xff\xfe\x00", "caf\u00e9".encode("latin-1")):

@@ -169,6 +169,11 @@ def test_signature_is_checked_on_the_raw_body(client: Client) -> None:
         (encode(push_payload(B)), "text/plain", {}, "not supported"),
         (encode(push_payload(B)), "application/json", {"X-GitHub-Event": ""}, "X-GitHub-Event"),
         (encode(push_payload(B)), "application/json", {"X-GitHub-Delivery": "a b"}, "delivery id"),
+        (encode(push_payload(B)), "application/json", {"X-GitHub-Delivery": "-rf"}, "delivery id"),
+        (encode(push_payload(B)), "application/json", {"X-GitHub-Delivery": "-"}, "delivery id"),
+        (encode(push_payload(B)), "application/json", {"X-GitHub-Delivery": ".x"}, "delivery id"),
+        (encode(push_payload(B)), "application/json", {"X-GitHub-Delivery": ":x"}, "delivery id"),
+        (encode(push_payload(B)), "application/json", {"X-GitHub-Delivery": "a" * 101}, "id"),
     ],
 )
 def test_malformed_deliveries_get_400_with_one_sentence(
@@ -180,6 +185,14 @@ def test_malformed_deliveries_get_400_with_one_sentence(
     assert fragment in answer["error"] and "\n" not in answer["error"]
     client.engine.turn()
     assert client.engine.runner.calls == []
+
+
+@pytest.mark.parametrize("delivery", ["0", "a-", "72d3162e-cc78-11e3-81ab-4c9367dc0958", "x" * 100])
+def test_delivery_ids_starting_with_a_letter_or_digit_are_taken(
+    client: Client, delivery: str
+) -> None:
+    code, answer = client.deliver("push", push_payload(B), delivery=delivery)
+    assert code == 202 and answer["delivery"] == delivery
 
 
 def test_redelivery_of_a_seen_delivery_id_runs_nothing(client: Client) -> None:
