@@ -35,7 +35,7 @@ from ghhook.isotime import iso_time
 from ghhook.journal import Journal, JournalError
 from ghhook.metrics import CONTENT_TYPE, Metrics
 from ghhook.statuspage import render_status_page
-from ghhook.web import healthz, json_body, json_errors
+from ghhook.web import RefuseUndecodableUrls, healthz, json_body, json_errors
 
 #: Deploys shown on ``/status`` and on the page, newest first.
 RECENT_DEPLOYS = 50
@@ -320,8 +320,8 @@ class Admin:
         json_errors(self.app, allow=("GET", "HEAD"))
 
     def resource(self) -> IResource:
-        """The routes, behind the Host and Origin checks."""
-        return _HostGuard(self.app.resource(), self.hosts)
+        """The routes, behind the Host and Origin checks and the URL's decoding."""
+        return _HostGuard(RefuseUndecodableUrls(self.app.resource()), self.hosts)
 
     def status(self, request: IRequest) -> bytes:
         _no_store(request)

@@ -240,3 +240,11 @@ def test_two_origins_get_no_body(client: Client) -> None:
         b"Origin: http://evil.example",
     )
     assert (line, body) == (b"HTTP/1.1 403 Forbidden", b"")
+
+
+def test_a_path_that_is_not_utf8_is_a_404_without_a_traceback(tmp_path: Path) -> None:
+    from tests.test_admin import Client as AdminClient
+    from tests.test_deployer import Engine
+
+    code, _, body = AdminClient(Engine(tmp_path)).request("GET", "/%ff%fe")
+    assert code == 404 and b"nothing is served at this path" in body
