@@ -32,6 +32,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/step_output.py
+	$(BIN)/python bench/parse_worst.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .demo .bench
