@@ -344,23 +344,26 @@ class Journal:
 
     def checkpoint(self) -> str:
         """
-        Copy the WAL into the database: fsyncs, so run it in a thread. Once
-        the WAL passes WAL_TRUNCATE_AT, the checkpoint waits for the writer
-        and truncates it; a passive one alone lets it grow while writes come.
+        Copy the WAL into the database: fsyncs, so run it in a thread. A
+        passive checkpoint alone lets the WAL grow while writes keep coming,
+        so once it passes WAL_TRUNCATE_AT a truncating one follows. That one
+        holds the writer (the reactor thread) back while it runs; after the
+        passive pass it has only the frames written meanwhile left to copy.
         """
-        wal = Path(self.path + "-wal")
-        try:
-            size = wal.stat().st_size
-        except OSError:
-            size = 0
-        mode = "TRUNCATE" if size > WAL_TRUNCATE_AT else "PASSIVE"
         db = sqlite3.connect(self.path, timeout=5.0)
         try:
             db.execute(f"PRAGMA journal_size_limit={WAL_TRUNCATE_AT}")
-            db.execute(f"PRAGMA wal_checkpoint({mode})")
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                size = Path(self.path + "-wal").stat().st_size
+            except OSError:
+                size = 0
+            if size <= WAL_TRUNCATE_AT:
+                return "PASSIVE"
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return "TRUNCATE"
         finally:
             db.close()
-        return mode
 
     # Deliveries
 
