@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ghhook.deployer import Deployer
+from ghhook.frontdoor import raise_open_file_limit
 from ghhook.journal import Journal, JournalError
 from ghhook.notify import notify
 
@@ -190,12 +191,16 @@ class GhhookService(MultiService):
         deployer: Deployer,
         reactor: Any,
         twistd: MutableMapping[str, Any] | None = None,
+        raise_limit: Callable[[], tuple[int, int]] = raise_open_file_limit,
     ) -> None:
         """
         :param twistd: twistd's options, for its pidfile and the status pipe a
             daemonizing twistd waits on; empty outside twistd.
+        :param raise_limit: raises the open-file limit and returns it before and
+            after (:func:`~ghhook.frontdoor.raise_open_file_limit`).
         """
         super().__init__()
+        self._raise_limit = raise_limit
         self.journal = journal
         self.deployer = deployer
         self._twistd: MutableMapping[str, Any] = twistd if twistd is not None else {}
@@ -214,6 +219,16 @@ class GhhookService(MultiService):
         self._listeners[listener] = f"{option} {description}"
 
     def privilegedStartService(self) -> None:
+        # Before anything listens: the listeners' default caps are read from it.
+        before, after = self._raise_limit()
+        if after > before:
+            log.info(
+                "raised the open-file limit from {before} to {after}, its hard limit",
+                before=before,
+                after=after,
+            )
+        else:
+            log.info("the open-file limit is {limit}", limit=after)
         # MultiService's, with a failure to listen named by its option.
         Service.privilegedStartService(self)
         for child in self:

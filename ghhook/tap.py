@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService
 from twisted.python import usage
+from twisted.web.server import Site
 
 from ghhook.admin import Admin
 from ghhook.checks import (
@@ -38,6 +40,17 @@ from ghhook.checks import (
 )
 from ghhook.decision import Tracked
 from ghhook.deployer import Deployer, Settings
+from ghhook.frontdoor import (
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    MAX_PER_ADDRESS,
+    RESERVED_DESCRIPTORS,
+    Limits,
+    QuietAccept,
+    Tally,
+    open_file_limit,
+    parse_size,
+)
 from ghhook.gitrepo import NotAClone, git_dir, github_repository, remote_url
 from ghhook.health import HealthCheck
 from ghhook.journal import KEEP_DEPLOYS, Journal, why_unusable
@@ -111,6 +124,41 @@ class Options(usage.Options):
             str(KEEP_DEPLOYS),
             "Deploys the journal keeps, with their steps, for /status and the status page.",
         ],
+        [
+            "max-inflight",
+            None,
+            "64M",
+            "Bytes of request bodies held in memory before their signature is checked,"
+            " shared by all clients (K, M, G: powers of 1024); a request that would pass"
+            " it is answered 503 with Retry-After.",
+        ],
+        [
+            "header-timeout",
+            None,
+            str(int(HEADER_TIMEOUT)),
+            "Seconds a request's line and headers may take, counted from the connection's"
+            " start (or the previous answer), not restarted by each byte.",
+        ],
+        [
+            "body-timeout",
+            None,
+            str(int(BODY_TIMEOUT)),
+            "Seconds the whole request, body included, may take from that same start.",
+        ],
+        [
+            "max-connections",
+            None,
+            None,
+            "Connections the hook holds open at once; more are closed at once. Default:"
+            f" the open-file limit (raised to its hard limit at start) minus {RESERVED_DESCRIPTORS}.",
+        ],
+        [
+            "max-per-address",
+            None,
+            str(MAX_PER_ADDRESS),
+            "Connections one client address (an IPv6 /64) may hold open at once. Behind"
+            " a reverse proxy all clients share its address: raise it to --max-connections.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -183,6 +231,7 @@ class Options(usage.Options):
         self["timeout"] = _coerce("--timeout", positive_float, self["timeout"])
         self["health-timeout"] = _coerce("--health-timeout", positive_float, self["health-timeout"])
         self["keep-deploys"] = _coerce("--keep-deploys", positive_int, self["keep-deploys"])
+        self.check_front_door()
         self["env"] = child_environment(environ)
         path = self["env"].get("PATH")
         try:
@@ -218,6 +267,40 @@ class Options(usage.Options):
         check_listening(
             [("--listen", e) for e in self["listen"]]
             + [("--admin-listen", e) for e in self["admin-listen"]]
+        )
+
+    def check_front_door(self) -> None:
+        """The deadlines and caps of the listeners, as :class:`Limits`."""
+        inflight = _coerce("--max-inflight", parse_size, self["max-inflight"])
+        header = _coerce("--header-timeout", positive_float, self["header-timeout"])
+        body = _coerce("--body-timeout", positive_float, self["body-timeout"])
+        if body < header:
+            raise usage.UsageError(
+                f"--body-timeout {self['body-timeout']}: must be at least --header-timeout"
+                f" ({self['header-timeout']}), since it counts from the same start"
+            )
+        per_address = _coerce("--max-per-address", positive_int, self["max-per-address"])
+        hard = open_file_limit()[1]
+        room = hard - RESERVED_DESCRIPTORS if hard != resource.RLIM_INFINITY else None
+        connections = self["max-connections"]
+        if connections is not None:
+            connections = _coerce("--max-connections", positive_int, connections)
+            if room is not None and connections > room:
+                raise usage.UsageError(
+                    f"--max-connections {connections}: the open-file hard limit {hard} leaves"
+                    f" room for {max(room, 0)} (raise LimitNOFILE= or ulimit -Hn)"
+                )
+        elif room is not None and room < 1:
+            raise usage.UsageError(
+                f"the open-file hard limit {hard} leaves no room for connections;"
+                " raise LimitNOFILE= or ulimit -Hn"
+            )
+        self["limits"] = Limits(
+            header_timeout=header,
+            body_timeout=body,
+            max_connections=connections,
+            max_per_address=per_address,
+            max_inflight=inflight,
         )
 
     def twistd(self) -> Mapping[str, Any]:
@@ -359,13 +442,27 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         counter=metrics,
     )
     top = GhhookService(journal, deployer, reactor, twistd=getattr(config, "parent", None))
-    site = make_site(hook.resource())
+    # One summary line of refusals for both listeners, every 10 s at most.
+    tally = Tally(reactor)
+    limits: Limits = config["limits"]
+    site = make_site(hook.resource(), limits=limits, tally=tally, reactor=reactor)
     for endpoint in config["listen"]:
-        top.listen("--listen", endpoint, strports.service(endpoint, site, reactor=reactor))
+        top.listen("--listen", endpoint, _listener(endpoint, site, tally, reactor))
     # The admin pages take no request bodies worth more than a few bytes.
-    admin_site = make_site(Admin(deployer, journal, metrics).resource(), max_body=64 * 1024)
+    admin_site = make_site(
+        Admin(deployer, journal, metrics).resource(),
+        max_body=64 * 1024,
+        limits=limits.for_admin(),
+        tally=tally,
+        reactor=reactor,
+    )
     for endpoint in config["admin-listen"]:
-        top.listen(
-            "--admin-listen", endpoint, strports.service(endpoint, admin_site, reactor=reactor)
-        )
+        top.listen("--admin-listen", endpoint, _listener(endpoint, admin_site, tally, reactor))
     return top
+
+
+def _listener(description: str, site: Site, tally: Tally, reactor: Any) -> IService:
+    """A listening service whose accept() errors are counted, not logged one each."""
+    service = strports.service(description, site, reactor=reactor)
+    service.endpoint = QuietAccept(service.endpoint, tally)
+    return service

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -82,7 +83,13 @@ class Daemon:
         *extra: str,
         env: dict[str, str] | None = None,
         twistd_args: Sequence[str] = (),
+        listen_options: str = "",
+        nofile: tuple[int, int] | None = None,
     ) -> None:
+        """
+        :param listen_options: appended to the hook's endpoint, e.g. ":backlog=1024".
+        :param nofile: the (soft, hard) open-file limit twistd starts with.
+        """
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -103,7 +110,7 @@ class Daemon:
             "--secret-file",
             str(secret_file),
             "--listen",
-            f"tcp:{self.port}:interface=127.0.0.1",
+            f"tcp:{self.port}:interface=127.0.0.1{listen_options}",
             "--state",
             str(workdir / "ghhook.sqlite3"),
             "--admin-listen",
@@ -111,7 +118,13 @@ class Daemon:
             *extra,
         ]
         self.env = env or environment()
+        self.nofile = nofile
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _limit(self) -> None:
+        """In the child, before exec: the open-file limit it starts with."""
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def start(self) -> Daemon:
         with open(self.log_path, "ab") as log:
@@ -121,6 +134,7 @@ class Daemon:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._limit if self.nofile is not None else None,
             )
         eventually(self._answers, what=f"ghhook listening; log:\n{self.log()}")
         return self
