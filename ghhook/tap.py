@@ -24,7 +24,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 from twisted.web.server import Site
 
-from ghhook.admin import Admin
+from ghhook.admin import Admin, admin_host
 from ghhook.checks import (
     RunAs,
     check_listening,
@@ -165,7 +165,15 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["admin-listen"] = []
+        self["admin-host"] = []
         self["build-cmd"] = []
+
+    def opt_admin_host(self, name: str) -> None:
+        """A host name or address the admin listener answers besides loopback ones (its Host header is checked against DNS rebinding). Repeatable."""
+        try:
+            self["admin-host"].append(admin_host(name))
+        except ValueError as e:
+            raise SystemExit(f"ghhook: --admin-host {name}: {e}") from None
 
     def opt_admin_listen(self, endpoint: str) -> None:
         """Endpoint for /status, the status page, /metrics and /healthz; "none" disables it. Repeatable. [default: tcp:9000:interface=127.0.0.1]"""
@@ -450,7 +458,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         top.listen("--listen", endpoint, _listener(endpoint, site, tally, reactor))
     # The admin pages take no request bodies worth more than a few bytes.
     admin_site = make_site(
-        Admin(deployer, journal, metrics).resource(),
+        Admin(deployer, journal, metrics, hosts=config["admin-host"]).resource(),
         max_body=64 * 1024,
         limits=limits.for_admin(),
         tally=tally,

@@ -232,6 +232,12 @@ def test_help_lists_every_option_with_defaults(tmp_path: Path) -> None:
         "--timeout",
         "--state",
         "--keep-deploys",
+        "--admin-host",
+        "--max-inflight",
+        "--header-timeout",
+        "--body-timeout",
+        "--max-connections",
+        "--max-per-address",
     ):
         assert option in done.stdout
     assert "/github" in done.stdout and "origin" in done.stdout and "tcp:8000" in done.stdout
@@ -334,3 +340,26 @@ def test_sigusr1_still_rotates_twistds_logfile(git: GitFixture, tmp_path: Path) 
     finally:
         d.stop()
     assert "received SIGUSR1" not in logfile.read_text() + Path(f"{logfile}.1").read_text()
+
+
+def test_admin_host_names_the_hosts_the_admin_listener_answers(
+    git: GitFixture, tmp_path: Path
+) -> None:
+    d = Daemon(tmp_path, git.clone, "--admin-host", "ghhook.example").start()
+    try:
+        ok = d.request("GET", "/healthz", base=d.admin_url, headers={"Host": "ghhook.example"})
+        assert ok == (200, {"ok": True})
+        code, answer = d.request(
+            "GET", "/status", base=d.admin_url, headers={"Host": "rebound.example"}
+        )
+        assert code == 421 and "error" in answer
+    finally:
+        d.stop()
+    done = run_twistd(
+        ["-n", "--pidfile=", "ghhook", "--repo", str(git.clone), "--admin-host", "a b"],
+        tmp_path,
+        environment(GHHOOK_SECRET="s"),
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "--admin-host a b" in output
+    assert len(output.strip().splitlines()) == 1 and "Traceback" not in output, output
