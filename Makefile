@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/step_output.py
 	$(BIN)/python bench/parse_worst.py
+	$(BIN)/python bench/attack.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .demo .bench
