@@ -139,3 +139,16 @@ async def test_a_long_output_logs_its_first_lines_and_a_count(events: list) -> N
     (summary,) = [e for e in events if "unlogged_lines" in e]
     assert summary["unlogged_lines"] == 5000 - LOG_LINES
     assert result.output.splitlines() == [str(n) for n in range(5001 - TAIL_LINES, 5001)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_flood_of_output_is_counted_whole_in_large_reads(events: list) -> None:
+    """Past the logged lines, reads drain the pipe in bulk and pause between: none is lost."""
+    lines = 3_000_000  # about 21 MB: many full pipes, drains and pauses
+    result = await run([SH, "-c", f"seq 1 {lines}"])
+    assert result.ok
+    (summary,) = [e for e in events if "unlogged_lines" in e]
+    assert summary["unlogged_lines"] == lines - LOG_LINES
+    digits = sum(len(str(n)) + 1 for n in range(1, lines + 1))
+    assert summary["unlogged_bytes"] == digits - sum(len(str(n)) + 1 for n in range(1, 201))
+    assert result.output.splitlines() == [str(n) for n in range(lines + 1 - TAIL_LINES, lines + 1)]
