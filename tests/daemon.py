@@ -210,3 +210,18 @@ class Daemon:
             self.process.kill()
             self.process.wait(timeout=10)
             raise AssertionError(f"ghhook did not stop on signal {sig}:\n{self.log()}") from None
+
+
+def ghhook(git: Any, *extra: str, twistd: tuple[str, ...] = ()) -> list[str]:
+    """twistd's arguments for ghhook on ``git``'s clone, a free loopback port, no admin listener."""
+    return [
+        *twistd,
+        "ghhook",
+        "--repo",
+        str(git.clone),
+        "--listen",
+        f"tcp:{free_port()}:interface=127.0.0.1",
+        "--admin-listen",
+        "none",
+        *extra,
+    ]

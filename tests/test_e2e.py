@@ -233,11 +233,6 @@ def test_help_lists_every_option_with_defaults(tmp_path: Path) -> None:
         "--state",
         "--keep-deploys",
         "--admin-host",
-        "--max-inflight",
-        "--header-timeout",
-        "--body-timeout",
-        "--max-connections",
-        "--max-per-address",
     ):
         assert option in done.stdout
     assert "/github" in done.stdout and "origin" in done.stdout and "tcp:8000" in done.stdout

@@ -15,7 +15,7 @@ import pytest
 
 from ghhook.frontdoor import RESERVED_DESCRIPTORS
 from ghhook.payloads import delivery_headers, encode, ping_payload
-from tests.daemon import SECRET, Daemon, environment, eventually, free_port, run_twistd
+from tests.daemon import SECRET, Daemon, environment, eventually, ghhook, run_twistd
 from tests.gitfixture import GitFixture
 
 pytestmark = pytest.mark.e2e
@@ -158,18 +158,7 @@ def test_bad_front_door_settings_are_refused_with_one_line(
     git: GitFixture, tmp_path: Path, args: list[str], fragment: str
 ) -> None:
     done = run_twistd(
-        [
-            "-n",
-            "--pidfile=",
-            "ghhook",
-            "--repo",
-            str(git.clone),
-            "--listen",
-            f"tcp:{free_port()}:interface=127.0.0.1",
-            "--admin-listen",
-            "none",
-            *args,
-        ],
+        ghhook(git, *args, twistd=("-n", "--pidfile=")),
         tmp_path,
         environment(GHHOOK_SECRET="s"),
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon, environment, free_port, run_twistd
+from tests.daemon import Daemon, environment, free_port, ghhook, run_twistd
 from tests.gitfixture import GitFixture
 from tests.gitfixture import git as run_git
 
@@ -37,21 +37,6 @@ def refused(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
-
-
-def ghhook(git: GitFixture, *extra: str, twistd: tuple[str, ...] = ()) -> list[str]:
-    """twistd's arguments for ghhook on a free loopback port, no admin listener."""
-    return [
-        *twistd,
-        "ghhook",
-        "--repo",
-        str(git.clone),
-        "--listen",
-        f"tcp:{free_port()}:interface=127.0.0.1",
-        "--admin-listen",
-        "none",
-        *extra,
-    ]
 
 
 def env() -> dict[str, str]:
