@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import shlex
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -182,34 +183,36 @@ def git_refusal(git: str, repo: Path, env: Mapping[str, str], user: RunAs | None
     )
 
 
-#: Prints the first of its arguments the user cannot use: a directory it
-#: cannot create files in, or an existing file it cannot read and write.
-_ACCESS_CHECK = (
-    'for p do if [ -d "$p" ]; then [ -w "$p" ] && [ -x "$p" ] || { echo "$p"; exit 1; };'
-    ' elif [ -e "$p" ]; then [ -r "$p" ] && [ -w "$p" ] || { echo "$p"; exit 1; }; fi; done'
-)
-
-
 def inaccessible(user: RunAs, paths: Iterable[Path]) -> Path | None:
     """
     The first of ``paths`` that ``user`` cannot write, asked of the kernel as
-    that user (permissions, ACLs, read-only mounts); None when all are fine.
+    that user (permissions, ACLs, read-only mounts) with coreutils' ``test``,
+    never through a shell: a directory it cannot create files in, or an
+    existing file it cannot read and write. None when all are fine.
     """
-    try:
-        done = subprocess.run(
-            ["/bin/sh", "-c", _ACCESS_CHECK, "sh", *map(str, paths)],
-            cwd="/",
-            env={"PATH": os.defpath},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            **user.subprocess_options(),
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None  # cannot ask: twistd's own start-up will tell
-    blocked = done.stdout.strip()
-    return Path(blocked) if done.returncode == 1 and blocked else None
+    program = shutil.which("test", path=os.defpath) or "/usr/bin/test"
+    for path in paths:
+        if path.is_dir():
+            question = ["-w", str(path), "-a", "-x", str(path)]
+        elif os.path.lexists(path):
+            question = ["-r", str(path), "-a", "-w", str(path)]
+        else:
+            continue
+        try:
+            done = subprocess.run(
+                [program, *question],
+                cwd="/",
+                env={"PATH": os.defpath},
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
+                **user.subprocess_options(),
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None  # cannot ask: twistd's own start-up will tell
+        if done.returncode == 1:
+            return path
+    return None
 
 
 def check_listening(endpoints: Iterable[tuple[str, str]]) -> None:
