@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
@@ -102,9 +102,6 @@ class Listeners:
 
     def append(self, listener: Listener) -> None:
         self._listeners.append(listener)
-
-    def __iter__(self) -> Iterator[Listener]:
-        return iter(self._listeners)
 
     def tell(self, event: str, *args: Any) -> None:
         for listener in self._listeners:
@@ -406,6 +403,8 @@ class Deployer:
                     state=dict(outcome.state),
                 )
             except JournalError as e:
+                # _retry stays set (fired or pending) until the outcomes are in:
+                # the failure is logged once, however many tries it takes.
                 if self._retry is None:
                     log.error(
                         "deploy {deploy} {result}, but the journal cannot record it yet;"
@@ -416,8 +415,7 @@ class Deployer:
                         interval=self._retry_interval,
                         error=str(e),
                     )
-                    self._retry = self._clock.callLater(self._retry_interval, self._retry_now)
-                elif not self._retry.active():
+                if self._retry is None or not self._retry.active():
                     self._retry = self._clock.callLater(self._retry_interval, self._retry_now)
                 return False
             self._unwritten.pop(0)

@@ -323,6 +323,15 @@ class Journal:
         for change in changes:
             change()
 
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One transaction: the caller's when one is open, else a new one."""
+        if self._on_commit is not None:
+            yield
+            return
+        with self.transaction():
+            yield
+
     def on_commit(self, change: Callable[[], None]) -> None:
         """Run ``change`` once the writes before it are committed."""
         if self._on_commit is None:
@@ -480,10 +489,7 @@ class Journal:
         it leaves (what runs, what was rolled back): both or neither.
         """
         assert result in FINAL_RESULTS, result
-        own = self._on_commit is None
-        if own:
-            self._db.execute("BEGIN")
-        try:
+        with self._atomic():
             self._write(
                 "UPDATE deploys SET result = ?, sha = coalesce(?, sha, target),"
                 " finished = ?, failed_step = ?, error = ?,"
@@ -493,17 +499,6 @@ class Journal:
             for key, value in (state or {}).items():
                 self._put(key, value)
             self._prune_deploys()
-            if own:
-                self._db.execute("COMMIT")
-        except BaseException:
-            if own and self._db.in_transaction:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            raise
-        if own:
-            self._recovered()
 
     def _prune_deploys(self) -> None:
         """
@@ -558,11 +553,6 @@ class Journal:
             step["output"] = _unpack(step["output"])
             by_id[step.pop("deploy")]["steps"].append(step)
         return deploys
-
-    @_guarded
-    def count_deploys(self) -> int:
-        row = self._db.execute("SELECT COUNT(*) FROM deploys").fetchone()
-        return int(row[0])
 
     # Small persistent state
 
