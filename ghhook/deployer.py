@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ghhook.config import AppSettings
 from ghhook.decision import Ignore
 from ghhook.escape import printable
 from ghhook.gitrepo import current_branch, in_rebase
@@ -116,25 +117,6 @@ class Listeners:
                         listener=type(listener).__name__,
                         event=event,
                     )
-
-
-@attrs.frozen
-class Settings:
-    """Everything a cycle needs to know, fixed at start-up."""
-
-    repo: str
-    git_dir: str
-    remote: str
-    branch: str
-    git: str
-    restart: tuple[str, ...] | None = None
-    timeout: float = 600.0
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    builds: tuple[tuple[str, ...], ...] = ()
-    restart_signal: int | None = None
-    restart_pidfile: str | None = None
-    health_url: str | None = None
-    health_timeout: float = 30.0
 
 
 @attrs.frozen
@@ -240,7 +222,7 @@ class Deployer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: AppSettings,
         runner: Runner,
         journal: Journal,
         clock: IReactorTime,

@@ -39,7 +39,8 @@ from ghhook.checks import (
     run_as,
 )
 from ghhook.decision import Tracked
-from ghhook.deployer import Deployer, Settings
+from ghhook.config import AppSettings
+from ghhook.deployer import Deployer
 from ghhook.frontdoor import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -416,7 +417,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    settings = Settings(
+    settings = AppSettings(
         repo=config["repo"],
         git_dir=config["git-dir"],
         remote=config["remote"],

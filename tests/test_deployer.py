@@ -9,7 +9,8 @@ import pytest
 from twisted.internet.task import Clock
 
 from ghhook.decision import Ignore
-from ghhook.deployer import DEPLOYED, Deployer, Settings, Submission
+from ghhook.config import AppSettings
+from ghhook.deployer import DEPLOYED, Deployer, Submission
 from ghhook.journal import Journal
 from tests.fakes import FakeRunner
 
@@ -27,7 +28,7 @@ class Engine:
         self.clock = Clock()
         self.runner = FakeRunner(head=A)
         self.journal = Journal(tmp_path / "j.sqlite3").open()
-        self.settings = Settings(
+        self.settings = AppSettings(
             repo=str(tmp_path / "clone"),
             git_dir=str(git_dir),
             remote="origin",

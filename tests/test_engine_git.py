@@ -12,7 +12,8 @@ from twisted.internet.defer import Deferred
 
 from ghhook.checks import child_environment
 from ghhook.decision import Ignore
-from ghhook.deployer import Deployer, Settings, Submission
+from ghhook.config import AppSettings
+from ghhook.deployer import Deployer, Submission
 from ghhook.gitrepo import in_rebase
 from ghhook.journal import Journal
 from ghhook.runner import ProcessRunner, StepResult
@@ -51,7 +52,7 @@ class Finished:
 
 def engine(fixture: GitFixture, journal: Path | None = None) -> tuple[Deployer, Finished]:
     finished = Finished()
-    settings = Settings(
+    settings = AppSettings(
         repo=str(fixture.clone),
         git_dir=str(fixture.clone / ".git"),
         remote="origin",

@@ -14,7 +14,8 @@ import pytest
 import pytest_twisted
 
 from ghhook.checks import child_environment
-from ghhook.deployer import Deployer, Settings, Submission
+from ghhook.config import AppSettings
+from ghhook.deployer import Deployer, Submission
 from ghhook.health import HealthCheck
 from ghhook.journal import Journal
 from ghhook.runner import ProcessRunner
@@ -51,7 +52,7 @@ class Pipeline:
             "health_timeout": 5.0,
         }
         defaults.update(settings)
-        self.settings = Settings(
+        self.settings = AppSettings(
             repo=str(git.clone),
             git_dir=str(git.clone / ".git"),
             remote="origin",
