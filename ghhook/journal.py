@@ -10,6 +10,12 @@ raised as one :class:`JournalError` and remembered as the journal's
 :attr:`~Journal.fault` until a write succeeds again, so ``/healthz`` can say
 why. Callers change what they hold in memory only once a write committed:
 :meth:`Journal.on_commit` runs a change then, and never if it rolled back.
+
+One journal serves every app of the daemon: each deploy and state key
+belongs to an app, and :meth:`Journal.for_app` gives an engine a view with
+its app implied. Deliveries are the daemon's: an id is seen once, whichever
+apps it reached. The schema's version is ``PRAGMA user_version``; a journal
+of the releases before apps (version 0) is upgraded in place at open.
 """
 
 from __future__ import annotations
@@ -19,14 +25,17 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.logger import Logger
 
+# FINAL_RESULTS is re-exported until every caller takes it from ghhook.results.
+from ghhook.results import FINAL_RESULTS as FINAL_RESULTS
+from ghhook.results import Result
 from ghhook.runner import StepResult
 
 log = Logger(namespace="ghhook.journal")
@@ -36,7 +45,7 @@ _T = TypeVar("_T")
 #: Delivery ids kept for duplicate detection; GitHub redelivers with the same id.
 KEEP_DELIVERIES = 50_000
 _PRUNE_EVERY = 1_000
-#: Deploys (with their steps) kept for /status and history: --keep-deploys.
+#: Deploys (with their steps) kept per app for /status and history: --keep-deploys.
 KEEP_DEPLOYS = 1_000
 #: Seconds a write waits for a lock another process holds; the reactor
 #: thread waits with it, so keep it short: the caller answers 503 instead.
@@ -52,18 +61,17 @@ PROBE_INTERVAL = 1.0
 #: Seconds between two integrity checks of a journal found corrupt.
 CHECK_INTERVAL = 30.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deliveries (
-    seq INTEGER PRIMARY KEY,
-    delivery TEXT UNIQUE,
-    event TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    after TEXT,
-    deploy INTEGER,
-    received REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deploys (
+#: The schema this module reads and writes (``PRAGMA user_version``). 0: the
+#: releases before apps; 1: every deploy and state key belongs to an app.
+SCHEMA_VERSION = 1
+#: The app of the daemon's own state keys (the health probe's).
+DAEMON = ""
+
+#: The deploys table; ``{name}`` lets the upgrade build it beside the old one.
+_DEPLOYS = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
     trigger TEXT NOT NULL,
     delivery TEXT,
     deliveries INTEGER NOT NULL DEFAULT 0,
@@ -78,7 +86,32 @@ CREATE TABLE IF NOT EXISTS deploys (
     finished REAL,
     subject TEXT,
     author TEXT
-);
+)"""
+#: The state table, keyed by app and key.
+_STATE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    app TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (app, key)
+)"""
+#: Statements, not a script: ``executescript`` would commit the upgrade's
+#: transaction half way. ``deliveries.app`` comes last, as version 0 gains it.
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY,
+    delivery TEXT UNIQUE,
+    event TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    after TEXT,
+    deploy INTEGER,
+    received REAL NOT NULL,
+    app TEXT
+)""",
+    _DEPLOYS.format(name="deploys"),
+    "CREATE INDEX IF NOT EXISTS deploys_by_app ON deploys (app, id)",
+    """
 CREATE TABLE IF NOT EXISTS steps (
     deploy INTEGER NOT NULL REFERENCES deploys(id),
     seq INTEGER NOT NULL,
@@ -91,17 +124,15 @@ CREATE TABLE IF NOT EXISTS steps (
     duration REAL NOT NULL,
     output TEXT NOT NULL,
     PRIMARY KEY (deploy, seq)
-);
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+)""",
+    _STATE.format(name="state"),
+)
 
-#: Results a deploy can end with; "queued" and "running" are not final.
-FINAL_RESULTS = ("deployed", "unchanged", "failed", "timeout", "rolled_back", "interrupted")
-#: Columns added since the first release, added to an older journal at open.
+#: Columns added to version 0 after its first release, added to an older
+#: journal at open, before the upgrade copies its rows.
 _ADDED_COLUMNS = {"deploys": ("subject TEXT", "author TEXT")}
+#: State keys of version 0 that were the daemon's, not the app's.
+_DAEMON_KEYS = ("probe",)
 
 
 class JournalError(Exception):
@@ -151,11 +182,33 @@ def why_unusable(path: str) -> str | None:
             return str(e)
         try:
             problem = integrity_problem(db)
+            version = None if problem is not None else _user_version(db)
+        except sqlite3.Error as e:
+            return str(e)
         finally:
             db.close()
         if problem is not None:
             return f"is corrupt ({problem}): {MOVE_ASIDE}"
+        if version is not None and version > SCHEMA_VERSION:
+            return _too_new(version)
     return None
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    row = db.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    """The names of ``table``'s columns in order; empty when there is no such table."""
+    return [str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _too_new(version: int) -> str:
+    return (
+        f"was written by a newer ghhook (schema version {version}; this one reads up to"
+        f" {SCHEMA_VERSION}): run that ghhook, or move the journal aside to begin a new one"
+    )
 
 
 def _corrupt(error: sqlite3.Error) -> bool:
@@ -214,33 +267,131 @@ class Journal:
         self._since_prune = 0
         self._on_commit: list[Callable[[], None]] | None = None
 
-    def open(self) -> Journal:
-        """Connect; done at service start, after twistd's chdir and --uid."""
+    def open(self, upgrade_app: str = "app") -> Journal:
+        """
+        Connect; done at service start, after twistd's chdir and --uid. A
+        journal of the releases before apps (schema version 0) is upgraded in
+        place, in one transaction; one written by a newer ghhook is refused.
+
+        :param upgrade_app: the app a version 0 journal's deploys and state
+            keys go to: the one app such a daemon served.
+        """
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as e:
+            raise self._cannot_open(e) from None
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             self._db.execute(f"PRAGMA journal_size_limit={WAL_TRUNCATE_AT}")
             problem = integrity_problem(self._db)
             if problem is not None:
-                self._db.close()
                 raise JournalError(corrupt_advice(self.path, problem))
-            self._db.executescript(_SCHEMA)
-            self._add_columns()
+            upgraded = self._migrate(upgrade_app)
+        except JournalError:
+            self._db.close()
+            raise
         except sqlite3.Error as e:
-            if _corrupt(e):
-                raise JournalError(corrupt_advice(self.path, str(e))) from None
-            raise JournalError(f"cannot open the journal {self.path}: {e}") from None
+            self._db.close()
+            raise self._cannot_open(e) from None
         self._db.row_factory = sqlite3.Row
+        if upgraded is not None:
+            log.info(
+                "upgraded the journal {path} to schema version {version}: its {deploys}"
+                " deploys and its state now belong to the app {app}",
+                path=self.path,
+                version=SCHEMA_VERSION,
+                deploys=upgraded,
+                app=upgrade_app,
+            )
         return self
+
+    def _cannot_open(self, error: sqlite3.Error) -> JournalError:
+        if _corrupt(error):
+            return JournalError(corrupt_advice(self.path, str(error)))
+        return JournalError(f"cannot open the journal {self.path}: {error}")
+
+    def _migrate(self, upgrade_app: str) -> int | None:
+        """
+        Bring the schema to SCHEMA_VERSION in one transaction, so a failure
+        leaves the file as it was; the version is read inside it, so two
+        daemons starting at once upgrade it once. Returns how many deploys a
+        version 0 journal handed to ``upgrade_app``, None when none was.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = _user_version(db)
+            if version > SCHEMA_VERSION:
+                raise JournalError(f"the journal {self.path} {_too_new(version)}")
+            upgraded = None
+            columns = _columns(db, "deploys")
+            if columns and "app" not in columns:
+                self._add_columns()
+                upgraded = self._upgrade_v0(upgrade_app)
+            for statement in _SCHEMA:
+                db.execute(statement)
+            if version != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+        return upgraded
 
     def _add_columns(self) -> None:
         for table, columns in _ADDED_COLUMNS.items():
-            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            have = _columns(self._db, table)
             for column in columns:
                 if column.split()[0] not in have:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+    def _upgrade_v0(self, app: str) -> int:
+        """
+        Give a version 0 journal's deploys and state keys to ``app``. The
+        deploys and state tables are rebuilt (a key's primary key becomes
+        ``(app, key)``, and ``app`` is NOT NULL as in a new file); deliveries
+        that reached the engine gain the app. Deploy ids and the
+        AUTOINCREMENT counter are kept, so no id is ever reused.
+        """
+        db = self._db
+        counter = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'deploys'").fetchone()
+        db.execute(_DEPLOYS.format(name="deploys_v1"))
+        wanted = _columns(db, "deploys_v1")
+        names = ", ".join(f'"{c}"' for c in _columns(db, "deploys") if c in wanted)
+        db.execute(
+            f"INSERT INTO deploys_v1 (app, {names}) SELECT ?, {names} FROM deploys ORDER BY id",
+            (app,),
+        )
+        count = int(db.execute("SELECT COUNT(*) FROM deploys_v1").fetchone()[0])
+        db.execute("DROP TABLE deploys")
+        db.execute("ALTER TABLE deploys_v1 RENAME TO deploys")
+        if counter is not None:
+            db.execute("DELETE FROM sqlite_sequence WHERE name = 'deploys'")
+            db.execute(
+                "INSERT INTO sqlite_sequence (name, seq)"
+                " VALUES ('deploys', max(?, coalesce((SELECT MAX(id) FROM deploys), 0)))",
+                (counter[0],),
+            )
+        if _columns(db, "state"):
+            db.execute(_STATE.format(name="state_v1"))
+            daemon_keys = ",".join("?" * len(_DAEMON_KEYS))
+            db.execute(
+                "INSERT INTO state_v1 (app, key, value) SELECT"
+                f" CASE WHEN key IN ({daemon_keys}) THEN ? ELSE ? END, key, value FROM state",
+                (*_DAEMON_KEYS, DAEMON, app),
+            )
+            db.execute("DROP TABLE state")
+            db.execute("ALTER TABLE state_v1 RENAME TO state")
+        if _columns(db, "deliveries"):
+            db.execute("ALTER TABLE deliveries ADD COLUMN app TEXT")
+            db.execute("UPDATE deliveries SET app = ? WHERE deploy IS NOT NULL", (app,))
+        return count
 
     def close(self) -> None:
         self._db.close()
@@ -287,7 +438,7 @@ class Journal:
                 return self.fault
             self._corrupt = False
         try:
-            self.put("probe", str(int(time.time())))
+            self.put("probe", str(int(time.time())), app=DAEMON)
         except JournalError:
             pass
         return self.fault
@@ -374,7 +525,7 @@ class Journal:
         finally:
             db.close()
 
-    # Deliveries
+    # Deliveries: the daemon's, whichever apps they reached
 
     @_guarded
     def add_delivery(
@@ -384,12 +535,18 @@ class Journal:
         outcome: str,
         received: float,
         after: str | None = None,
+        apps: Sequence[str] | None = None,
     ) -> int | None:
-        """Record a verified delivery; None when its id was seen before."""
+        """
+        Record a verified delivery; None when its id was seen before, by
+        any app: a redelivery is a duplicate for every app it reached.
+
+        :param apps: the apps that took it, if known yet (see :meth:`settle_delivery`).
+        """
         cursor = self._write(
             "INSERT OR IGNORE INTO deliveries"
-            " (delivery, event, outcome, after, received) VALUES (?, ?, ?, ?, ?)",
-            (delivery, event, outcome, after, received),
+            " (delivery, event, outcome, after, received, app) VALUES (?, ?, ?, ?, ?, ?)",
+            (delivery, event, outcome, after, received, _joined(apps)),
         )
         if cursor.rowcount == 0:
             return None
@@ -410,22 +567,45 @@ class Journal:
         return row is not None
 
     @_guarded
-    def settle_delivery(self, seq: int, outcome: str, deploy: int | None = None) -> None:
-        """What became of a push once the engine had its say."""
-        self._write(
-            "UPDATE deliveries SET outcome = ?, deploy = ? WHERE seq = ?", (outcome, deploy, seq)
-        )
+    def settle_delivery(
+        self,
+        seq: int,
+        outcome: str,
+        deploy: int | None = None,
+        apps: Sequence[str] | None = None,
+    ) -> None:
+        """
+        What became of a push once the engines had their say.
 
-    # Deploys
+        :param deploy: a deploy it queued or joined (the first, when several apps took it).
+        :param apps: the apps that took it, stored comma-joined; empty: none
+            did (NULL); None leaves what :meth:`add_delivery` recorded.
+        """
+        if apps is None:
+            self._write(
+                "UPDATE deliveries SET outcome = ?, deploy = ? WHERE seq = ?",
+                (outcome, deploy, seq),
+            )
+        else:
+            self._write(
+                "UPDATE deliveries SET outcome = ?, deploy = ?, app = ? WHERE seq = ?",
+                (outcome, deploy, _joined(apps), seq),
+            )
+
+    # Deploys: each belongs to an app; one id sequence for all of them
+
+    def for_app(self, name: str) -> AppJournal:
+        """The view an app's engine uses: the same questions, its app implied."""
+        return AppJournal(self, name)
 
     @_guarded
     def queue_deploy(
-        self, trigger: str, delivery: str | None, target: str | None, queued: float
+        self, trigger: str, delivery: str | None, target: str | None, queued: float, *, app: str
     ) -> int:
         cursor = self._write(
-            "INSERT INTO deploys (trigger, delivery, deliveries, target, result, queued)"
-            " VALUES (?, ?, ?, ?, 'queued', ?)",
-            (trigger, delivery, 0 if delivery is None else 1, target, queued),
+            "INSERT INTO deploys (app, trigger, delivery, deliveries, target, result, queued)"
+            " VALUES (?, ?, ?, ?, ?, 'queued', ?)",
+            (app, trigger, delivery, 0 if delivery is None else 1, target, queued),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -474,69 +654,129 @@ class Journal:
     def finish_deploy(
         self,
         deploy: int,
-        result: str,
+        result: Result | str,
         sha: str | None,
         finished: float,
         failed_step: str | None = None,
         error: str | None = None,
         *,
+        app: str,
         subject: str | None = None,
         author: str | None = None,
-        state: dict[str, str] | None = None,
+        state: Mapping[str, str] | None = None,
     ) -> None:
         """
         Record how a deploy ended and, in the same transaction, the ``state``
         it leaves (what runs, what was rolled back): both or neither.
+
+        :param result: a :class:`~ghhook.results.Result` or its value; a
+            ValueError for anything else (``queued``, ``running``).
+        :param app: the deploy's app: its state keys, and whose deploys are pruned.
         """
-        assert result in FINAL_RESULTS, result
+        value = Result(result).value
         with self._atomic():
             self._write(
                 "UPDATE deploys SET result = ?, sha = coalesce(?, sha, target),"
                 " finished = ?, failed_step = ?, error = ?,"
                 " subject = coalesce(?, subject), author = coalesce(?, author) WHERE id = ?",
-                (result, sha, finished, failed_step, error, subject, author, deploy),
+                (value, sha, finished, failed_step, error, subject, author, deploy),
             )
-            for key, value in (state or {}).items():
-                self._put(key, value)
-            self._prune_deploys()
+            for key, state_value in (state or {}).items():
+                self._put(app, key, state_value)
+            self._prune_deploys(app)
 
-    def _prune_deploys(self) -> None:
+    @_guarded
+    def cancel_deploy(self, app: str, deploy: int, finished: float, why: str) -> None:
         """
-        Keep the newest ``keep_deploys`` deploys and their steps: two deletes
-        by primary key, nothing to do on most calls.
+        End a deploy that will never run (its app was removed from the
+        configuration) as ``cancelled``.
         """
-        row = self._db.execute("SELECT MAX(id) FROM deploys").fetchone()
-        newest = row[0] if row is not None and row[0] is not None else 0
-        cut = newest - self.keep_deploys
-        if cut <= 0:
+        self.finish_deploy(deploy, Result.CANCELLED, None, finished, error=why, app=app)
+
+    def _prune_deploys(self, app: str) -> None:
+        """
+        Keep ``app``'s newest ``keep_deploys`` deploys and their steps. The
+        cut is found on the ``(app, id)`` index; the deletes go by it and by
+        the steps' primary key. Queued and running deploys stay.
+        """
+        row = self._db.execute(
+            "SELECT id FROM deploys WHERE app = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (app, self.keep_deploys),
+        ).fetchone()
+        if row is None:
             return
-        self._write("DELETE FROM steps WHERE deploy <= ?", (cut,))
+        cut = row[0]
         self._write(
-            "DELETE FROM deploys WHERE id <= ? AND result NOT IN ('queued', 'running')", (cut,)
+            "DELETE FROM steps WHERE deploy IN (SELECT id FROM deploys WHERE app = ?"
+            " AND id <= ? AND result NOT IN ('queued', 'running'))",
+            (app, cut),
+        )
+        self._write(
+            "DELETE FROM deploys WHERE app = ? AND id <= ? AND result NOT IN ('queued', 'running')",
+            (app, cut),
         )
 
     @_guarded
-    def close_unfinished(self, finished: float) -> list[int]:
-        """Mark deploys a previous run left queued or running as interrupted."""
-        rows = self._db.execute(
-            "SELECT id, result FROM deploys WHERE result IN ('queued', 'running')"
-        ).fetchall()
-        for row in rows:
-            why = (
-                "ghhook stopped during this deploy; the next start caught up"
-                if row[1] == "running"
-                else "ghhook stopped before this deploy ran; the next start caught up"
-            )
-            self.finish_deploy(row[0], "interrupted", None, finished, error=why)
+    def close_unfinished(
+        self, finished: float, app: str | None = None, *, exclude: Collection[str] = ()
+    ) -> list[int]:
+        """
+        Mark deploys a previous run left queued or running as interrupted, in
+        one transaction; returns their ids.
+
+        :param app: only this app's; None: every app's (e.g. of apps no longer configured).
+        :param exclude: apps to leave alone (each engine closes its own at its start).
+        """
+        if app is None:
+            rows = self._db.execute(
+                "SELECT id, app, result FROM deploys WHERE result IN ('queued', 'running')"
+                " ORDER BY id"
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT id, app, result FROM deploys WHERE app = ?"
+                " AND result IN ('queued', 'running') ORDER BY id",
+                (app,),
+            ).fetchall()
+        rows = [row for row in rows if row[1] not in exclude]
+        if not rows:
+            return []
+        with self._atomic():
+            for deploy, owner, result in rows:
+                why = (
+                    "ghhook stopped during this deploy; the next start caught up"
+                    if result == "running"
+                    else "ghhook stopped before this deploy ran; the next start caught up"
+                )
+                self.finish_deploy(deploy, Result.INTERRUPTED, None, finished, error=why, app=owner)
         return [row[0] for row in rows]
 
     @_guarded
-    def recent_deploys(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest deploys first, each with its steps in order."""
-        deploys = [
-            dict(row)
-            for row in self._db.execute("SELECT * FROM deploys ORDER BY id DESC LIMIT ?", (limit,))
-        ]
+    def recent_deploys(self, limit: int = 50, app: str | None = None) -> list[dict[str, Any]]:
+        """
+        The newest deploys first, each with its steps in order.
+
+        :param app: only this app's; None: every app's.
+        """
+        if app is None:
+            rows = self._db.execute("SELECT * FROM deploys ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM deploys WHERE app = ? ORDER BY id DESC LIMIT ?", (app, limit)
+            )
+        return self._with_steps([dict(row) for row in rows])
+
+    @_guarded
+    def last_finished(self, app: str) -> dict[str, Any] | None:
+        """``app``'s newest deploy that has ended, as a row of :meth:`recent_deploys`."""
+        row = self._db.execute(
+            "SELECT * FROM deploys WHERE app = ? AND result NOT IN ('queued', 'running')"
+            " ORDER BY id DESC LIMIT 1",
+            (app,),
+        ).fetchone()
+        return None if row is None else self._with_steps([dict(row)])[0]
+
+    def _with_steps(self, deploys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not deploys:
             return deploys
         by_id = {d["id"]: d for d in deploys}
@@ -554,27 +794,137 @@ class Journal:
             by_id[step.pop("deploy")]["steps"].append(step)
         return deploys
 
-    # Small persistent state
+    # Small persistent state, per app; the daemon's own keys under DAEMON
 
     @_guarded
-    def get(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+    def get(self, key: str, *, app: str) -> str | None:
+        row = self._db.execute(
+            "SELECT value FROM state WHERE app = ? AND key = ?", (app, key)
+        ).fetchone()
         return None if row is None else str(row[0])
 
     @_guarded
-    def forget(self, key: str) -> None:
-        self._write("DELETE FROM state WHERE key = ?", (key,))
+    def forget(self, key: str, *, app: str) -> None:
+        self._write("DELETE FROM state WHERE app = ? AND key = ?", (app, key))
 
     @_guarded
-    def put(self, key: str, value: str) -> None:
-        self._put(key, value)
+    def put(self, key: str, value: str, *, app: str) -> None:
+        self._put(app, key, value)
 
-    def _put(self, key: str, value: str) -> None:
+    def _put(self, app: str, key: str, value: str) -> None:
         self._write(
-            "INSERT INTO state (key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
+            "INSERT INTO state (app, key, value) VALUES (?, ?, ?)"
+            " ON CONFLICT(app, key) DO UPDATE SET value = excluded.value",
+            (app, key, value),
         )
+
+
+class AppJournal:
+    """
+    One app's view of the journal: the questions its engine asks, the app
+    implied. Transactions, commits and faults are the journal's, shared by
+    every app.
+    """
+
+    __slots__ = ("app", "journal")
+
+    def __init__(self, journal: Journal, app: str) -> None:
+        #: The journal every app shares (deliveries, the daemon's keys).
+        self.journal = journal
+        #: The app's name.
+        self.app = app
+
+    def __repr__(self) -> str:
+        return f"<AppJournal {self.app!r} of {self.journal.path}>"
+
+    @property
+    def path(self) -> str:
+        return self.journal.path
+
+    @property
+    def fault(self) -> str | None:
+        return self.journal.fault
+
+    def health(self) -> str | None:
+        return self.journal.health()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.journal.transaction()
+
+    def on_commit(self, change: Callable[[], None]) -> None:
+        self.journal.on_commit(change)
+
+    def get(self, key: str) -> str | None:
+        return self.journal.get(key, app=self.app)
+
+    def put(self, key: str, value: str) -> None:
+        self.journal.put(key, value, app=self.app)
+
+    def forget(self, key: str) -> None:
+        self.journal.forget(key, app=self.app)
+
+    def queue_deploy(
+        self, trigger: str, delivery: str | None, target: str | None, queued: float
+    ) -> int:
+        return self.journal.queue_deploy(trigger, delivery, target, queued, app=self.app)
+
+    def coalesce(self, deploy: int, delivery: str | None, target: str) -> None:
+        self.journal.coalesce(deploy, delivery, target)
+
+    def start_deploy(self, deploy: int, started: float) -> None:
+        self.journal.start_deploy(deploy, started)
+
+    def set_before(self, deploy: int, before: str) -> None:
+        self.journal.set_before(deploy, before)
+
+    def add_step(self, deploy: int, seq: int, step: StepResult) -> None:
+        self.journal.add_step(deploy, seq, step)
+
+    def finish_deploy(
+        self,
+        deploy: int,
+        result: Result | str,
+        sha: str | None,
+        finished: float,
+        failed_step: str | None = None,
+        error: str | None = None,
+        *,
+        subject: str | None = None,
+        author: str | None = None,
+        state: Mapping[str, str] | None = None,
+    ) -> None:
+        self.journal.finish_deploy(
+            deploy,
+            result,
+            sha,
+            finished,
+            failed_step,
+            error,
+            app=self.app,
+            subject=subject,
+            author=author,
+            state=state,
+        )
+
+    def cancel_deploy(self, deploy: int, finished: float, why: str) -> None:
+        self.journal.cancel_deploy(self.app, deploy, finished, why)
+
+    def close_unfinished(self, finished: float) -> list[int]:
+        return self.journal.close_unfinished(finished, app=self.app)
+
+    def recent_deploys(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.journal.recent_deploys(limit, app=self.app)
+
+    def last_finished(self) -> dict[str, Any] | None:
+        return self.journal.last_finished(self.app)
+
+
+def _joined(apps: Sequence[str] | None) -> str | None:
+    """Apps as the deliveries table holds them: comma-joined, NULL for none."""
+    if not apps:
+        return None
+    assert not any("," in app for app in apps), apps
+    return ",".join(apps)
 
 
 def _pack(output: str) -> str | bytes:

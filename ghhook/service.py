@@ -1,6 +1,7 @@
 """
-The daemon's top service: opens the journal, listens, queues the catch-up,
-checkpoints the journal in a thread, handles the signals twistd leaves
+The daemon's top service: opens the journal, listens, starts every app's
+engine (each queues its catch-up), checkpoints the journal in a thread,
+reloads the config file on SIGHUP, handles the other signals twistd leaves
 alone, and stops the daemon with one line when it cannot start.
 """
 
@@ -11,6 +12,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, MutableMapping
 from types import FrameType
 from typing import Any, NoReturn
@@ -24,7 +26,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ghhook.deployer import Deployer
+from ghhook.config import ConfigError, DaemonSettings
+from ghhook.engines import Engines
 from ghhook.frontdoor import raise_open_file_limit
 from ghhook.journal import Journal, JournalError
 from ghhook.notify import notify
@@ -33,6 +36,8 @@ log = Logger(namespace="ghhook")
 
 #: Seconds between two WAL checkpoints of the journal (in a thread).
 CHECKPOINT_INTERVAL = 5.0
+#: Problems of a refused reload shown in ``/status``; all of them are logged.
+SHOWN_PROBLEMS = 5
 
 
 class Checkpoints:
@@ -113,8 +118,10 @@ class SignalHandlers:
     ``callFromThread``, as Twisted's own handlers do.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, reload: Callable[[], object] | None = None) -> None:
+        """:param reload: what SIGHUP does; None when there is nothing to reload."""
         self._reactor = reactor
+        self._reload = reload
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -136,10 +143,13 @@ class SignalHandlers:
     def handle(self, number: int) -> None:
         """Act on a signal, in the reactor thread."""
         name = signal.Signals(number).name
-        if number == signal.SIGHUP:
+        if number == signal.SIGHUP and self._reload is not None:
+            log.info("received SIGHUP: reloading the config file", signal=name)
+            self._reload()
+        elif number == signal.SIGHUP:
             log.info(
-                "received SIGHUP: nothing to reload; ghhook reads its settings at start,"
-                " so restart it to change them",
+                "received SIGHUP: nothing to reload; ghhook started with --repo reads its"
+                " settings at start, so restart it to change them (or use --config)",
                 signal=name,
             )
         elif number == signal.SIGUSR1:
@@ -188,25 +198,35 @@ class GhhookService(MultiService):
     def __init__(
         self,
         journal: Journal,
-        deployer: Deployer,
+        engines: Engines,
         reactor: Any,
         twistd: MutableMapping[str, Any] | None = None,
         raise_limit: Callable[[], tuple[int, int]] = raise_open_file_limit,
+        load: Callable[[], DaemonSettings] | None = None,
+        on_reload: Callable[[DaemonSettings, DaemonSettings | None], object] = lambda new, old: None,
     ) -> None:
         """
         :param twistd: twistd's options, for its pidfile and the status pipe a
             daemonizing twistd waits on; empty outside twistd.
         :param raise_limit: raises the open-file limit and returns it before and
             after (:func:`~ghhook.frontdoor.raise_open_file_limit`).
+        :param load: reads and validates the config file again (SIGHUP);
+            raises :class:`~ghhook.config.ConfigError`. None: nothing to reload.
+        :param on_reload: told the settings after each reload attempt (the old
+            ones, or None when it was refused), e.g. to update metrics.
         """
         super().__init__()
         self._raise_limit = raise_limit
         self.journal = journal
-        self.deployer = deployer
+        self.engines = engines
+        self._load = load
+        self._on_reload = on_reload
+        #: Why the last reload was refused, until one succeeds.
+        self.config_error: str | None = None
         self._twistd: MutableMapping[str, Any] = twistd if twistd is not None else {}
         self._listeners: dict[IService, str] = {}
         self._opened = False
-        self.signals = SignalHandlers(reactor)
+        self.signals = SignalHandlers(reactor, self.reload if load is not None else None)
         self.checkpoints = Checkpoints(
             journal.checkpoint,
             reactor,
@@ -239,21 +259,29 @@ class GhhookService(MultiService):
 
     def startService(self) -> None:
         try:
-            self.journal.open()
+            apps = self.engines.settings.apps
+            # A journal older than apps gives its history to the first one.
+            self.journal.open(upgrade_app=apps[0].name)
             self._opened = True
             self.journal.checkpoint_elsewhere()
-            deployed = self.journal.get("deployed")
             super().startService()
             log.info(
-                "ghhook serving {repo} ({branch}); {what}",
-                repo=self.deployer.settings.repo,
-                branch=self.deployer.settings.branch,
-                sha=deployed,
-                what=f"last deployed: {deployed}"
-                if deployed
-                else "nothing deployed yet: the catch-up takes what the clone holds",
+                "ghhook serving {count} app{s}: {names}",
+                count=len(apps),
+                s="" if len(apps) == 1 else "s",
+                names=", ".join(app.name for app in apps),
             )
-            self.deployer.start()
+            # Deploys left open by apps no longer configured; each engine
+            # closes its own at its start.
+            configured = {app.name for app in apps}
+            closed = self.journal.close_unfinished(time.time(), exclude=configured)
+            if closed:
+                log.warn(
+                    "deploys {ids} of apps no longer configured were cut off by the"
+                    " previous stop",
+                    ids=closed,
+                )
+            self.engines.start()
         except JournalError as e:
             self.refuse(str(e))
         # systemd (Type=notify) learns we are ready once every port listens.
@@ -301,11 +329,51 @@ class GhhookService(MultiService):
         print(line, file=sys.__stderr__, flush=True)
         raise SystemExit(1)
 
+    def reload(self) -> None:
+        """
+        Read the config file again and serve what it says; a file with any
+        problem changes nothing, each problem logged on a line of its own.
+        systemd hears RELOADING=1 before and READY=1 after, either way.
+        """
+        assert self._load is not None
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        notify(b"RELOADING=1\nMONOTONIC_USEC=%d" % usec)
+        old = self.engines.settings
+        try:
+            try:
+                new = self._load()
+            except ConfigError as e:
+                for problem in e.problems:
+                    log.error("reload refused: {problem}", problem=problem)
+                log.error(
+                    "the config file was not reloaded ({count} problem{s}); ghhook goes on"
+                    " with the settings it had",
+                    count=len(e.problems),
+                    s="" if len(e.problems) == 1 else "s",
+                )
+                shown = "; ".join(e.problems[:SHOWN_PROBLEMS])
+                more = len(e.problems) - SHOWN_PROBLEMS
+                self.config_error = shown + (f"; and {more} more (see the log)" if more > 0 else "")
+                self._on_reload(old, None)
+                return
+            changes = self.engines.apply(new)
+            self.config_error = None
+            for change in changes:
+                log.info("reload: {change}", change=change)
+            if not changes:
+                log.info("reload: nothing changed")
+            self._on_reload(old, new)
+        except Exception:  # noqa: BLE001 - a bug in a reload must not end the daemon
+            log.failure("the reload failed")
+            self.config_error = "the reload failed unexpectedly; see ghhook's log"
+        finally:
+            notify(b"READY=1")
+
     def stopService(self) -> Deferred[None]:
         notify(b"STOPPING=1")
-        # Stop listening first, then let the deploy finish or kill it.
+        # Stop listening first, then let the deploys finish or kill them.
         d = maybeDeferred(super().stopService)
-        d.addCallback(lambda _: self.deployer.stop())
+        d.addCallback(lambda _: self.engines.stop())
         d.addBoth(self._closed)
         return d
 

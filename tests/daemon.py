@@ -79,16 +79,21 @@ class Daemon:
     def __init__(
         self,
         workdir: Path,
-        repo: Path,
+        repo: Path | None,
         *extra: str,
         env: dict[str, str] | None = None,
         twistd_args: Sequence[str] = (),
         listen_options: str = "",
         nofile: tuple[int, int] | None = None,
+        config: str | None = None,
     ) -> None:
         """
+        :param repo: the clone of the one app the single-repo options define.
         :param listen_options: appended to the hook's endpoint, e.g. ":backlog=1024".
         :param nofile: the (soft, hard) open-file limit twistd starts with.
+        :param config: instead of ``repo``, a config file's text written to
+            ``workdir/ghhook.toml``; its daemon keys (listen, admin_listen,
+            state) are added here, and ``{secret_file}`` is filled in.
         """
         self.workdir = workdir
         self.port = free_port()
@@ -99,7 +104,20 @@ class Daemon:
         secret_file = workdir / "secret"
         secret_file.write_bytes(SECRET + b"\n")
         self.pidfile = workdir / "twistd.pid"
-        self.args = [
+        self.config_path = workdir / "ghhook.toml"
+        if config is not None:
+            self.write_config(config)
+            self.args = [
+                "-n",
+                "--pidfile",
+                str(self.pidfile),
+                *twistd_args,
+                "ghhook",
+                "--config",
+                str(self.config_path),
+                *extra,
+            ]
+        self.args = self.args if config is not None else [
             "-n",
             "--pidfile",
             str(self.pidfile),
@@ -119,6 +137,7 @@ class Daemon:
         ]
         self.env = env or environment()
         self.nofile = nofile
+        self.secret_file = secret_file
         self.process: subprocess.Popen[bytes] | None = None
 
     def _limit(self) -> None:
@@ -148,6 +167,16 @@ class Daemon:
         except OSError:
             return False
 
+    def write_config(self, text: str) -> None:
+        """Write the config file: ``text`` after this daemon's listeners and journal."""
+        head = (
+            f'listen = ["tcp:{self.port}:interface=127.0.0.1"]\n'
+            f'admin_listen = ["tcp:{self.admin_port}:interface=127.0.0.1"]\n'
+            f'state = "{self.workdir / "ghhook.sqlite3"}"\n'
+        )
+        body = text.replace("{secret_file}", str(self.workdir / "secret"))
+        self.config_path.write_text(head + body)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -171,26 +200,45 @@ class Daemon:
     def get(self, path: str) -> tuple[int, Any]:
         return self.request("GET", path)
 
-    def status(self) -> dict[str, Any]:
-        """The admin listener's /status document."""
+    def overview(self) -> dict[str, Any]:
+        """The admin listener's /status document: every app."""
         code, document = self.request("GET", "/status", base=self.admin_url)
         assert code == 200
         return dict(document)
 
+    def status(self, app: str | None = None) -> dict[str, Any]:
+        """One app's status document (``/apps/<name>``); the only app's by default."""
+        if app is None:
+            (only,) = self.overview()["apps"]
+            app = only["name"]
+        code, document = self.request("GET", f"/apps/{app}", base=self.admin_url)
+        assert code == 200, (code, document)
+        return dict(document)
+
     def deliver(
-        self, event: str, payload: dict[str, Any], delivery: str | None = None
+        self,
+        event: str,
+        payload: dict[str, Any],
+        delivery: str | None = None,
+        path: str = "/github",
+        secret: bytes = SECRET,
     ) -> tuple[int, Any]:
         body = encode(payload)
-        return self.request(
-            "POST", "/github", body, delivery_headers(body, SECRET, event, delivery)
-        )
+        return self.request("POST", path, body, delivery_headers(body, secret, event, delivery))
 
     def push(
-        self, after: str, before: str = "0" * 40, branch: str = "main", delivery: str | None = None
+        self,
+        after: str,
+        before: str = "0" * 40,
+        branch: str = "main",
+        delivery: str | None = None,
+        path: str = "/github",
+        repository: str | None = None,
     ) -> tuple[int, Any]:
-        return self.deliver(
-            "push", push_payload(after, before, ref=f"refs/heads/{branch}"), delivery
+        payload = push_payload(
+            after, before, ref=f"refs/heads/{branch}", repository=repository or "example/app"
         )
+        return self.deliver("push", payload, delivery, path)
 
     def running(self) -> bool:
         assert self.process is not None

@@ -69,7 +69,7 @@ def test_catch_up_with_nothing_new_restarts_nothing(engine: Engine) -> None:
     engine.runner.pull_to(A)
     assert engine.runner.names() == ["pull"]
     assert engine.result(1)["result"] == "unchanged"
-    assert engine.journal.get(DEPLOYED) == A
+    assert engine.deployer.journal.get(DEPLOYED) == A
 
 
 def test_push_pulls_then_restarts_when_head_moved(engine: Engine) -> None:
@@ -89,7 +89,7 @@ def test_push_pulls_then_restarts_when_head_moved(engine: Engine) -> None:
     assert deploy["result"] == "deployed"
     assert deploy["sha"] == B and deploy["before"] == A and deploy["delivery"] == "d-1"
     assert [s["name"] for s in deploy["steps"]] == ["pull", "restart"]
-    assert engine.journal.get(DEPLOYED) == B
+    assert engine.deployer.journal.get(DEPLOYED) == B
 
 
 def test_burst_coalesces_into_one_pending_deploy_of_the_latest_sha(engine: Engine) -> None:
@@ -154,7 +154,7 @@ def test_forced_push_rewinding_to_a_commit_in_head_pulls_and_releases_it(engine:
     engine.runner.outstanding.finish(0)
     deploy = engine.result(sub.deploy)
     assert (deploy["result"], deploy["sha"]) == ("deployed", A)
-    assert engine.journal.get(DEPLOYED) == A
+    assert engine.deployer.journal.get(DEPLOYED) == A
 
 
 def test_late_redelivery_of_an_old_sha_does_not_hide_a_newer_push(engine: Engine) -> None:
@@ -173,7 +173,7 @@ def test_late_redelivery_of_an_old_sha_does_not_hide_a_newer_push(engine: Engine
     engine.runner.pull_to(D)
     engine.runner.outstanding.finish(0)
     assert engine.result(2)["sha"] == C and engine.result(3)["sha"] == D
-    assert engine.journal.get(DEPLOYED) == D
+    assert engine.deployer.journal.get(DEPLOYED) == D
 
 
 def test_catch_up_joined_by_a_push_already_in_head_still_pulls(engine: Engine) -> None:
@@ -241,9 +241,10 @@ def test_control_bytes_in_git_output_are_logged_escaped_and_journaled_raw(
     ended = next(
         e
         for e in events
-        if e.get("log_format", "").startswith("deploy {deploy} {result}") and e["deploy"] == 2
+        if "deploy {deploy} {result}" in e.get("log_format", "") and e["deploy"] == 2
     )
     assert ended["result"] == "failed"
+    assert ended["app"] == "app", "every engine event carries its app"
     assert "\x1b" not in ended["why"] and "\x07" not in ended["why"]
     assert "\\x1b[2J" in ended["why"] and "\\x07" in ended["why"]
 
@@ -273,7 +274,7 @@ def test_failed_restart_rolls_back_and_the_bad_sha_is_not_redeployed(engine: Eng
     deploy = engine.result(1)
     assert deploy["result"] == "rolled_back" and deploy["failed_step"] == "restart"
     assert "unit failed" in deploy["error"]
-    assert engine.journal.get(DEPLOYED) == A
+    assert engine.deployer.journal.get(DEPLOYED) == A
     assert engine.deployer.submit(B, "redelivered") == Ignore(f"{B} was rolled back")
     sub = engine.submit(C, "the fix")
     engine.turn()

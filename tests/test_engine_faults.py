@@ -49,7 +49,7 @@ def test_an_outcome_the_journal_refuses_leaves_the_engine_idle_and_is_written_la
     engine.clock.advance(RETRY_INTERVAL)
     deploy = engine.result(2)
     assert (deploy["result"], deploy["sha"]) == ("deployed", B)
-    assert engine.journal.get(DEPLOYED) == B, "what runs is recorded with the outcome"
+    assert engine.deployer.journal.get(DEPLOYED) == B, "what runs is recorded with the outcome"
     assert engine.clock.getDelayedCalls() == [], "no retry left once written"
     sub = engine.submit(C, "d-2")
     engine.turn()
@@ -176,8 +176,8 @@ def test_a_stop_during_the_build_interrupts_the_deploy_without_rolling_back(
     assert engine.runner.names() == ["pull", "build"], "no rollback step"
     deploy = engine.result(1)
     assert deploy["result"] == "interrupted" and deploy["failed_step"] == "build"
-    assert engine.journal.get(ROLLED_BACK) is None, "the commit is not marked"
-    assert engine.journal.get(DEPLOYED) == A
+    assert engine.deployer.journal.get(ROLLED_BACK) is None, "the commit is not marked"
+    assert engine.deployer.journal.get(DEPLOYED) == A
 
     # The next start releases what the clone holds, like any new commit.
     runner = FakeRunner(head=B)

@@ -98,7 +98,7 @@ async def test_push_deploys_and_a_redelivered_sha_restarts_nothing(git: GitFixtu
     assert await done == "deployed"
     assert git.head() == sha and restarts(git) == [sha]
     assert deployer.submit(sha, "two") == Ignore(f"{sha} is already deployed")
-    deployer.journal.close()
+    deployer.journal.journal.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -119,7 +119,7 @@ async def test_conflicting_rebase_is_aborted_and_the_clone_is_left_as_it_was(
     assert deploy["failed_step"] == "pull"
     assert "conflict" in deploy["steps"][0]["output"].lower()
     assert [s["name"] for s in deploy["steps"]] == ["pull", "abort-rebase"]
-    deployer.journal.close()
+    deployer.journal.journal.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -141,7 +141,7 @@ async def test_dirty_tree_is_never_discarded(git: GitFixture) -> None:
     deployer.submit(sha, "after cleanup")
     assert await done == "deployed"
     assert restarts(git) == [sha]
-    deployer.journal.close()
+    deployer.journal.journal.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -152,13 +152,13 @@ async def test_unreachable_remote_fails_with_gits_words(git: GitFixture) -> None
     deployer.submit("f" * 40, "unreachable")
     assert await done == "failed"
     assert "gone.git" in last(deployer)["error"]
-    deployer.journal.close()
+    deployer.journal.journal.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_start_catches_up_with_pushes_missed_while_down(git: GitFixture) -> None:
     deployer, _ = await started(git)
-    deployer.journal.close()
+    deployer.journal.journal.close()
     git.commit_and_push("v2\n")
     newest = git.commit_and_push("v3\n")
     again, finished = engine(git)
@@ -167,7 +167,7 @@ async def test_start_catches_up_with_pushes_missed_while_down(git: GitFixture) -
     assert await done == "deployed"
     assert git.head() == newest and restarts(git) == [newest]
     assert last(again)["trigger"] == "catch-up"
-    again.journal.close()
+    again.journal.journal.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -185,7 +185,7 @@ async def test_start_aborts_a_rebase_left_by_a_crash(git: GitFixture) -> None:
     await done
     assert not in_rebase(git.clone / ".git")
     assert last(deployer)["steps"][0]["name"] == "abort-rebase"
-    deployer.journal.close()
+    deployer.journal.journal.close()
 
 
 async def deployed_then_rewound(git: GitFixture) -> tuple[Deployer, Finished, str, str]:
@@ -210,7 +210,7 @@ async def test_a_forced_push_back_to_an_earlier_commit_is_deployed(git: GitFixtu
     assert git.head() == good, "the clone ends on the pushed commit"
     assert restarts(git) == [bad, good], "and the service is released on it"
     assert last(deployer)["subject"] == "first commit"
-    deployer.journal.close()
+    deployer.journal.journal.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -221,4 +221,4 @@ async def test_a_rewind_delivered_without_forced_still_pulls(git: GitFixture) ->
     deployer.submit(good, "rewind")
     assert await done == "deployed"
     assert git.head() == good and restarts(git) == [bad, good]
-    deployer.journal.close()
+    deployer.journal.journal.close()

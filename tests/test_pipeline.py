@@ -99,7 +99,7 @@ class Pipeline:
                 os.kill(int(self.pidfile.read_text()), signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        self.deployer.journal.close()
+        self.deployer.journal.journal.close()
 
 
 @pytest.fixture
@@ -199,7 +199,7 @@ async def test_signal_restart_reaches_the_process(git: GitFixture) -> None:
         assert result == "deployed", deploy
         eventually(lambda: pidfile.with_suffix(".hups").exists(), what="the HUP")
         assert "sent SIGHUP" in deploy["steps"][-1]["output"]
-        pipeline.deployer.journal.close()
+        pipeline.deployer.journal.journal.close()
     finally:
         counter.kill()
         counter.wait(timeout=10)
@@ -219,4 +219,4 @@ async def test_missing_pidfile_is_a_failed_step_with_a_clear_message(git: GitFix
     assert result == "failed", "the rollback's restart cannot signal either"
     assert "cannot read the pidfile" in deploy["error"]
     assert deploy["failed_step"] == "restart"
-    pipeline.deployer.journal.close()
+    pipeline.deployer.journal.journal.close()

@@ -1,0 +1,101 @@
+"""
+Wire the parts of one daemon from its :class:`~ghhook.config.DaemonSettings`:
+the journal, an engine per app, the hook and admin sites, the listeners,
+and the top service that starts, reloads and stops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService
+from twisted.web.server import Site
+
+from ghhook.admin import Admin
+from ghhook.config import AppSettings, DaemonSettings
+from ghhook.deployer import Deployer
+from ghhook.engines import Engines, Slots
+from ghhook.frontdoor import QuietAccept, Tally
+from ghhook.health import HealthCheck
+from ghhook.journal import Journal
+from ghhook.metrics import Metrics
+from ghhook.runner import ProcessRunner
+from ghhook.service import GhhookService
+from ghhook.site import make_site
+from ghhook.web import Hook
+
+#: Bytes an admin request body may hold: it takes no bodies worth more.
+ADMIN_MAX_BODY = 64 * 1024
+
+
+def build_service(
+    settings: DaemonSettings,
+    reactor: Any,
+    twistd: MutableMapping[str, Any] | None = None,
+    load: Callable[[], DaemonSettings] | None = None,
+) -> GhhookService:
+    """
+    The daemon's top service, listeners included.
+
+    :param load: reads the config file again for a reload (SIGHUP); None
+        when the settings came from the single-repo options.
+    """
+    journal = Journal(settings.state, keep_deploys=settings.keep_deploys)
+    metrics = Metrics()
+    runner = ProcessRunner(reactor)
+    health = HealthCheck(reactor)
+
+    def make(app: AppSettings, slots: Slots) -> Deployer:
+        return Deployer(
+            app,
+            runner,
+            journal,
+            reactor,
+            listeners=[metrics.for_app(app.name)],
+            health=health,
+            slots=slots,
+        )
+
+    engines = Engines(settings, make)
+
+    def reloaded(old: DaemonSettings, new: DaemonSettings | None) -> None:
+        metrics.config_failed(new is None)
+        if new is not None:
+            kept = {app.name for app in new.apps}
+            for app in old.apps:
+                if app.name not in kept:
+                    metrics.forget_app(app.name)
+
+    top = GhhookService(journal, engines, reactor, twistd=twistd, load=load, on_reload=reloaded)
+    # One summary line of refusals for both listeners, every 10 s at most.
+    tally = Tally(reactor)
+    hook = Hook(engines, journal, counter=metrics)
+    site = make_site(hook.resource(), limits=settings.limits, tally=tally, reactor=reactor)
+    for endpoint in settings.listen:
+        top.listen("--listen", endpoint, _listener(endpoint, site, tally, reactor))
+    admin = Admin(
+        engines,
+        journal,
+        metrics,
+        hosts=settings.admin_hosts,
+        config_error=lambda: top.config_error,
+    )
+    admin_site = make_site(
+        admin.resource(),
+        max_body=ADMIN_MAX_BODY,
+        limits=settings.limits.for_admin(),
+        tally=tally,
+        reactor=reactor,
+    )
+    for endpoint in settings.admin_listen:
+        top.listen("--admin-listen", endpoint, _listener(endpoint, admin_site, tally, reactor))
+    return top
+
+
+def _listener(description: str, site: Site, tally: Tally, reactor: Any) -> IService:
+    """A listening service whose accept() errors are counted, not logged one each."""
+    service = strports.service(description, site, reactor=reactor)
+    service.endpoint = QuietAccept(service.endpoint, tally)
+    return service

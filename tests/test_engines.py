@@ -1,0 +1,250 @@
+"""Engines of several apps: turns under ``parallel``, and a reload's changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
+
+from ghhook.config import AppSettings, DaemonSettings
+from ghhook.deployer import Deployer, Submission
+from ghhook.engines import Engines, Slots
+from ghhook.journal import Journal
+from ghhook.results import Result
+from tests.fakes import FakeRunner, fill_disk
+
+A, B, C = ("a" * 40, "b" * 40, "c" * 40)
+
+
+def app_settings(tmp_path: Path, name: str) -> AppSettings:
+    git_dir = tmp_path / name / ".git"
+    git_dir.mkdir(parents=True, exist_ok=True)
+    (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
+    return AppSettings(
+        repo=str(tmp_path / name),
+        git_dir=str(git_dir),
+        remote="origin",
+        branch="main",
+        git="/usr/bin/git",
+        name=name,
+        restart=(f"/bin/restart-{name}",),
+        env={"PATH": "/usr/bin"},
+    )
+
+
+class Host:
+    """Engines over fake runners (one per app, as each app has its clone)."""
+
+    def __init__(self, tmp_path: Path, names: list[str], parallel: int) -> None:
+        self.tmp_path = tmp_path
+        self.clock = Clock()
+        self.journal = Journal(tmp_path / "j.sqlite3").open()
+        self.runners: dict[str, FakeRunner] = {}
+        #: The most deploys seen running at once.
+        self.most = 0
+        settings = DaemonSettings(
+            apps=tuple(app_settings(tmp_path, name) for name in names), parallel=parallel
+        )
+        self.engines = Engines(settings, self.make)
+
+    def make(self, app: AppSettings, slots: Slots) -> Deployer:
+        runner = self.runners.setdefault(app.name, FakeRunner(head=A))
+        return Deployer(
+            app, runner, self.journal, self.clock, wall_clock=self.clock.seconds, slots=slots
+        )
+
+    def turn(self) -> None:
+        self.clock.advance(0)
+        self.most = max(self.most, self.engines.running)
+
+    def engine(self, name: str) -> Deployer:
+        engine = self.engines.get(name)
+        assert engine is not None
+        return engine
+
+    def settings(self, names: list[str], parallel: int | None = None) -> DaemonSettings:
+        return attrs.evolve(
+            self.engines.settings,
+            apps=tuple(app_settings(self.tmp_path, name) for name in names),
+            parallel=self.engines.settings.parallel if parallel is None else parallel,
+        )
+
+    def results(self, name: str) -> list[str]:
+        return [d["result"] for d in self.journal.for_app(name).recent_deploys()]
+
+
+def test_slots_are_handed_out_in_arrival_order_up_to_the_limit() -> None:
+    slots = Slots(2)
+    got: list[str] = []
+    for name in "abcd":
+        slots.acquire().addCallback(lambda _, name=name: got.append(name))
+    assert got == ["a", "b"] and slots.waiting == 2
+    slots.release()
+    assert got == ["a", "b", "c"]
+    slots.release()
+    slots.release()
+    assert got == ["a", "b", "c", "d"] and slots.taken == 1
+
+
+def test_a_cancelled_wait_gives_up_its_turn() -> None:
+    slots = Slots(1)
+    slots.acquire()
+    waiting = slots.acquire()
+    failures: list[object] = []
+    waiting.addErrback(lambda f: failures.append(f.trap(CancelledError)))
+    waiting.cancel()
+    assert failures == [CancelledError] and slots.waiting == 0
+    slots.release()
+    assert slots.taken == 0
+
+
+def test_resizing_slots_hands_out_at_once_or_waits_for_running_ones() -> None:
+    slots = Slots(1)
+    got: list[int] = []
+    for n in range(3):
+        slots.acquire().addCallback(lambda _, n=n: got.append(n))
+    slots.resize(2)
+    assert got == [0, 1]
+    slots.resize(1)
+    slots.release()
+    assert got == [0, 1], "two run, the limit is one: nothing more until one ends"
+    slots.release()
+    assert got == [0, 1, 2]
+
+
+def test_no_more_than_parallel_deploys_run_and_turns_follow_arrival(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog", "api", "shop"], parallel=1)
+    host.engines.start()
+    host.turn()
+    assert host.engines.running == 1
+    assert host.runners["blog"].names() == ["pull"]
+    assert host.runners["api"].names() == [] and host.engine("api").waiting
+    host.runners["blog"].pull_to(A)
+    host.turn()
+    assert host.runners["api"].names() == ["pull"] and host.runners["shop"].names() == []
+    host.runners["api"].pull_to(A)
+    host.turn()
+    host.runners["shop"].pull_to(A)
+    host.turn()
+    assert host.most == 1
+    assert [host.results(name) for name in ("blog", "api", "shop")] == [["unchanged"]] * 3
+
+
+def test_pushes_coalesce_while_their_app_waits_for_a_turn(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog", "api"], parallel=1)
+    host.engines.start()
+    host.turn()
+    api = host.engine("api")
+    first = api.submit(B, "d-1")
+    second = api.submit(C, "d-2")
+    assert isinstance(first, Submission) and isinstance(second, Submission)
+    assert api.pending is not None and api.pending.trigger == "catch-up"
+    assert first.coalesced and second.coalesced
+    assert first.deploy == second.deploy == api.pending.id
+    assert api.pending.shas == [None, B, C]
+    host.runners["blog"].pull_to(A)
+    host.turn()
+    host.runners["api"].pull_to(C)
+    host.turn()
+    assert host.runners["api"].names() == ["pull", "restart"]
+    host.runners["api"].outstanding.finish(0, "")  # type: ignore[union-attr]
+    host.turn()
+    assert host.results("api") == ["deployed"]
+    assert host.most == 1
+
+
+def test_a_reload_adds_an_app_with_its_catch_up(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog"], parallel=2)
+    host.engines.start()
+    host.turn()
+    changes = host.engines.apply(host.settings(["blog", "api"]))
+    assert changes == ["app api added"]
+    host.turn()
+    assert host.runners["api"].names() == ["pull"]
+    assert host.engines.running == 2
+
+
+def test_a_removed_app_finishes_its_deploy_and_its_pending_one_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    host = Host(tmp_path, ["blog", "api"], parallel=2)
+    host.engines.start()
+    host.turn()
+    api = host.engine("api")
+    sub = api.submit(B, "d-1")
+    assert isinstance(sub, Submission)
+    changes = host.engines.apply(host.settings(["blog"]))
+    assert changes == ["app api removed"]
+    assert host.engines.get("api") is None
+    assert host.engines.running == 2, "the removed app's running deploy goes on"
+    rows = {d["id"]: d for d in host.journal.for_app("api").recent_deploys()}
+    assert rows[sub.deploy]["result"] == Result.CANCELLED
+    host.runners["api"].pull_to(A)
+    host.turn()
+    assert host.engines.running == 1
+    assert api.pending is None and host.runners["api"].names() == ["pull"]
+
+
+def test_a_cancelled_deploy_is_recorded_once_the_journal_takes_it(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog", "api"], parallel=1)
+    host.engines.start()
+    host.turn()
+    api = host.engine("api")
+    assert api.pending is not None
+    waiting = api.pending.id
+    disk = fill_disk(host.journal)
+    disk.full = True
+    host.engines.apply(host.settings(["blog"]))
+    disk.full = False
+    host.clock.advance(5.0)
+    rows = {d["id"]: d for d in host.journal.for_app("api").recent_deploys()}
+    assert rows[waiting]["result"] == Result.CANCELLED
+    # The removed app gave up its wait: blog's next deploy is not held back.
+    host.runners["blog"].pull_to(A)
+    host.turn()
+    assert host.engines.slots.taken == 0
+
+
+def test_a_changed_app_uses_its_new_settings_from_its_next_deploy(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog"], parallel=1)
+    host.engines.start()
+    host.turn()
+    new = host.settings(["blog"])
+    new = attrs.evolve(new, apps=(attrs.evolve(new.apps[0], restart=("/bin/new-restart",)),))
+    assert host.engines.apply(new) == [
+        "app blog changed; its next deploy uses the new settings"
+    ]
+    host.runners["blog"].pull_to(B)  # the catch-up started with the old settings
+    host.turn()
+    assert host.runners["blog"].calls[-1].argv == ("/bin/restart-blog",)
+    host.runners["blog"].calls[-1].finish(0, "")
+    host.turn()
+    host.engine("blog").submit(C, "d-1")
+    host.turn()
+    host.runners["blog"].pull_to(C)
+    host.turn()
+    assert host.runners["blog"].calls[-1].argv == ("/bin/new-restart",)
+
+
+def test_a_reload_that_raises_parallel_starts_waiting_deploys(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog", "api"], parallel=1)
+    host.engines.start()
+    host.turn()
+    assert host.engines.running == 1
+    assert host.engines.apply(host.settings(["blog", "api"], parallel=2)) == ["parallel is now 2"]
+    host.turn()
+    assert host.engines.running == 2
+
+
+@pytest.mark.parametrize("names", [["blog"], ["blog", "api", "shop"]])
+def test_stop_ends_waiting_and_running_engines(tmp_path: Path, names: list[str]) -> None:
+    host = Host(tmp_path, names, parallel=1)
+    host.engines.start()
+    host.turn()
+    stopped: list[None] = []
+    host.engines.stop().addCallback(stopped.append)
+    assert stopped == [None]
+    assert host.engines.slots.waiting == 0
