@@ -1,12 +1,15 @@
 """
 The admin listener: what a person or Prometheus asks about the daemon.
 
-``/status`` (JSON) and ``/`` (HTML, :mod:`ghhook.statuspage`) are two views of
-one document built by :func:`status_document` from the deployer's live state
-and the journal, so deploys shown survive restarts. ``/metrics`` serves the
-:class:`~ghhook.metrics.Metrics` registry, ``/healthz`` says the reactor
-answers. Serve it on a private address: it shows repository paths, commands
-and git output, and accepts no writes.
+``/status`` (JSON) and ``/`` (HTML, :func:`ghhook.statuspage.render_overview`)
+are two views of one document built by :func:`status_document`: every app of
+the config, in its order, with its engine's live state and its newest
+finished deploy. ``/apps/<name>`` is one app's document
+(:func:`app_document`) with its recent deploys, in JSON or, to a browser, as
+a page. Deploys come from the journal, so they survive restarts.
+``/metrics`` serves the :class:`~ghhook.metrics.Metrics` registry,
+``/healthz`` says the reactor answers. Serve it on a private address: it
+shows repository paths, commands and git output, and accepts no writes.
 
 A private address is not enough: a page on a domain that resolves to
 127.0.0.1 (DNS rebinding) makes a browser on the host send it requests, and
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,17 +33,19 @@ from twisted.internet.address import UNIXAddress
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
+import ghhook
 from ghhook.deployer import DEPLOYED, Deployer, Job
+from ghhook.engines import Engines
 from ghhook.isotime import iso_time
 from ghhook.journal import Journal, JournalError
 from ghhook.metrics import CONTENT_TYPE, Metrics
-from ghhook.statuspage import render_status_page
+from ghhook.statuspage import render_not_found, render_overview, render_status_page
 from ghhook.web import RefuseUndecodableUrls, healthz, json_body, json_errors
 
-#: Deploys shown on ``/status`` and on the page, newest first.
+#: Deploys shown on ``/apps/<name>`` and on its page, newest first.
 RECENT_DEPLOYS = 50
 
-# The page shows what whoever can push wrote (commit subjects in git's
+# The pages show what whoever can push wrote (commit subjects in git's
 # output): even if escaping failed, the browser would run no script, load
 # nothing and let no other site frame it.
 _PAGE_POLICY = (
@@ -100,27 +105,72 @@ def deploy_document(row: dict[str, Any]) -> dict[str, Any]:
         "error": row["error"],
         "subject": row.get("subject"),
         "author": row.get("author"),
-        "steps": [step_document(step) for step in row["steps"]],
+        "steps": [step_document(step) for step in row.get("steps", ())],
+    }
+
+
+def app_summary(deployer: Deployer) -> dict[str, Any]:
+    """
+    One app as ``/status`` lists it: its settings, its engine's state and
+    its newest finished deploy (``last``). While the journal fails, what the
+    engine holds in memory; ``deployed`` and ``last`` are then None.
+    """
+    settings = deployer.settings
+    try:
+        deployed = deployer.journal.get(DEPLOYED)
+        row = deployer.journal.last_finished()
+    except JournalError:
+        deployed, row = None, None
+    return {
+        "name": settings.name,
+        "repo": settings.repo,
+        "branch": settings.branch,
+        "github_repo": settings.repository,
+        "head": deployer.head,
+        "deployed": deployed,
+        "busy": deployer.busy,
+        "running": job_document(deployer.running),
+        "pending": job_document(deployer.pending),
+        "last": deploy_document(row) if row is not None else None,
     }
 
 
 def status_document(
-    deployer: Deployer, journal: Journal, limit: int = RECENT_DEPLOYS
+    engines: Engines, journal: Journal, config_error: str | None = None
 ) -> dict[str, Any]:
     """
-    Everything ``/status`` answers and the page shows, as plain JSON values;
-    when the journal fails, what the engine holds in memory and why.
+    Everything ``/status`` answers and ``/`` shows, as plain JSON values:
+    the daemon (its version, config file, why the last reload failed, why
+    the journal fails) and its apps in the order of the config.
+    """
+    return {
+        "version": ghhook.__version__,
+        "config": engines.settings.source,
+        "config_error": config_error,
+        "journal_error": journal.health(),
+        "apps": [app_summary(deployer) for deployer in engines],
+    }
+
+
+def app_document(deployer: Deployer, limit: int = RECENT_DEPLOYS) -> dict[str, Any]:
+    """
+    Everything ``/apps/<name>`` answers and its page shows: the app's
+    settings and state, and its ``limit`` newest deploys; when the journal
+    fails, what the engine holds in memory and why.
     """
     settings = deployer.settings
+    journal = deployer.journal
     try:
         deployed = journal.get(DEPLOYED)
         deploys = [deploy_document(row) for row in journal.recent_deploys(limit)]
     except JournalError:
         deployed, deploys = None, []
     return {
+        "name": settings.name,
         "repo": settings.repo,
         "branch": settings.branch,
         "remote": settings.remote,
+        "github_repo": settings.repository,
         "head": deployer.head,
         "deployed": deployed,
         "busy": deployer.busy,
@@ -129,6 +179,40 @@ def status_document(
         "journal_error": journal.health(),
         "deploys": deploys,
     }
+
+
+#: Media types a browser asks for its pages by.
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def wants_html(accept: bytes | None) -> bool:
+    """
+    Whether an ``Accept`` header prefers a page to JSON: it ranks text/html
+    (or XHTML) above application/json, by ``q`` and then by order, or names
+    no JSON at all. Browsers send such headers; curl's ``*/*``, scripts and
+    no header at all get JSON.
+    """
+    if not accept:
+        return False
+    ranked: list[tuple[float, int, str]] = []
+    for position, item in enumerate(accept.decode("latin-1").split(",")):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if 0.0 < quality <= 1.0:  # NaN fails this too
+            ranked.append((-quality, position, media.lower()))
+    for _, _, media in sorted(ranked):
+        if media in _HTML_TYPES:
+            return True
+        if media == "application/json":
+            return False
+    return False
 
 
 # A host name as compared: lower-case labels of letters, digits, "-" and "_".
@@ -293,26 +377,33 @@ class Admin:
     """
     The admin resource: one instance per daemon, dependencies as fields.
 
+    :param engines: the apps' engines; a reload changes which apps they hold.
+    :param journal: the daemon's journal (its health is the daemon's).
     :param hosts: the names and addresses given with ``--admin-host``,
         answered besides loopback ones (:func:`allowed_host`).
+    :param config_error: why the last reload of the config file failed, or
+        None while the config in use is the last one read.
     :raises ValueError: when one of ``hosts`` is neither.
     """
 
     def __init__(
         self,
-        deployer: Deployer,
+        engines: Engines,
         journal: Journal,
         metrics: Metrics,
         hosts: Sequence[str] = (),
+        config_error: Callable[[], str | None] = lambda: None,
     ) -> None:
-        self.deployer = deployer
+        self.engines = engines
         self.journal = journal
         self.metrics = metrics
         self.hosts = tuple(admin_host(host) for host in hosts)
+        self.config_error = config_error
         self.app = Klein()
         for path, method in (
-            ("/", self.page),
+            ("/", self.overview),
             ("/status", self.status),
+            ("/apps/<name>", self.app_status),
             ("/metrics", self.prometheus),
             ("/healthz", self.healthz),
         ):
@@ -323,17 +414,34 @@ class Admin:
         """The routes, behind the Host and Origin checks and the URL's decoding."""
         return _HostGuard(RefuseUndecodableUrls(self.app.resource()), self.hosts)
 
+    def document(self) -> dict[str, Any]:
+        """The ``/status`` document as of now."""
+        return status_document(self.engines, self.journal, self.config_error())
+
     def status(self, request: IRequest) -> bytes:
         _no_store(request)
-        return json_body(request, 200, status_document(self.deployer, self.journal))
+        return json_body(request, 200, self.document())
 
-    def page(self, request: IRequest) -> bytes:
+    def overview(self, request: IRequest) -> bytes:
         _no_store(request)
-        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        request.setHeader(b"Content-Security-Policy", _PAGE_POLICY)
-        request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        request.setHeader(b"Referrer-Policy", b"no-referrer")
-        return render_status_page(status_document(self.deployer, self.journal))
+        return _page(request, 200, render_overview(self.document()))
+
+    def app_status(self, request: IRequest, name: str) -> bytes:
+        """One app's document, as a page to a browser; 404 for an app not configured."""
+        _no_store(request)
+        # One URL, two representations: a cache must key on Accept.
+        request.setHeader(b"Vary", b"Accept")
+        accept = request.requestHeaders.getRawHeaders(b"accept")
+        html = wants_html(b",".join(accept) if accept else None)
+        deployer = self.engines.get(name)
+        if deployer is None:
+            if html:
+                return _page(request, 404, render_not_found(name))
+            return json_body(request, 404, {"error": "no app of this name is configured"})
+        document = app_document(deployer)
+        if html:
+            return _page(request, 200, render_status_page(document))
+        return json_body(request, 200, document)
 
     def prometheus(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))
@@ -341,6 +449,16 @@ class Admin:
 
     def healthz(self, request: IRequest) -> bytes:
         return healthz(request, self.journal)
+
+
+def _page(request: IRequest, code: int, page: bytes) -> bytes:
+    """Answer ``page`` (HTML) with the headers that keep what it shows inert."""
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+    request.setHeader(b"Content-Security-Policy", _PAGE_POLICY)
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Referrer-Policy", b"no-referrer")
+    return page
 
 
 def _no_store(request: IRequest) -> None:

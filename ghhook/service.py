@@ -351,9 +351,12 @@ class GhhookService(MultiService):
                     count=len(e.problems),
                     s="" if len(e.problems) == 1 else "s",
                 )
-                shown = "; ".join(e.problems[:SHOWN_PROBLEMS])
+                # One problem per line: the overview page shows them so.
+                shown = list(e.problems[:SHOWN_PROBLEMS])
                 more = len(e.problems) - SHOWN_PROBLEMS
-                self.config_error = shown + (f"; and {more} more (see the log)" if more > 0 else "")
+                if more > 0:
+                    shown.append(f"and {more} more (see the log)")
+                self.config_error = "\n".join(shown)
                 self._on_reload(old, None)
                 return
             changes = self.engines.apply(new)

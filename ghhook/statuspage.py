@@ -1,7 +1,9 @@
 """
-The admin listener's HTML page: the ``/status`` document, readable at a glance.
+The admin listener's HTML pages: the overview of every app (``/``, from the
+``/status`` document) and one app's page (``/apps/<name>``, from its
+document), readable at a glance.
 
-A pure function of that document, so it is tested without a server. Commit
+Pure functions of those documents, so they are tested without a server. Commit
 subjects and authors, branch names and git's output come from whoever can
 push: the page is built from :mod:`twisted.web.template` tags, which escape
 every string they are given, and nothing is written into it as markup. It
@@ -12,15 +14,16 @@ Control characters (an ANSI escape in a commit subject or a build's output)
 are shown escaped, ``\\x1b`` set apart in its own style, never written raw:
 copied from the page into a terminal, they would act there.
 
-It reads on a phone: below ``NARROW_PX`` each deploy is a card instead of a
-table row, and anything long (shas, paths, commands, subjects, git's output)
-wraps inside its own box, so the page is never wider than the screen.
+They read on a phone: below ``NARROW_PX`` each app and each deploy is a card
+instead of a table row, and anything long (shas, paths, commands, subjects,
+git's output) wraps inside its own box, so a page is never wider than the screen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from twisted.python.failure import Failure
 from twisted.web.template import Tag, flatten, tags
@@ -42,6 +45,7 @@ _RESULT_CLASSES = {
     "timeout": "slow",
     "rolled_back": "back",
     "interrupted": "stopped",
+    "cancelled": "gone",
     "running": "busy",
     "queued": "wait",
 }
@@ -54,6 +58,7 @@ RESULT_MEANINGS = {
     "timeout": "a step ran past its time limit and was stopped",
     "rolled_back": "a release step failed and the previous commit runs again",
     "interrupted": "ghhook was stopped or killed during this deploy; the next start catches up",
+    "cancelled": "the app was removed from the configuration before this deploy ran",
     "running": "running now",
     "queued": "waiting to start",
 }
@@ -73,6 +78,16 @@ code, pre, .sha {{ font-family: ui-monospace, SFMono-Regular, Menlo, monospace; 
 code, .sha, .subject, .author, .error, dd {{ overflow-wrap: anywhere; }}
 .banner {{ margin: 0 0 1em; padding: .6em .8em; border: 2px solid #cf222e; border-radius: 6px;
            background: #ffebe9; color: #82071e; overflow-wrap: anywhere; }}
+.banner .problem {{ font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px;
+                    white-space: pre-wrap; margin-top: .3em; }}
+p.back {{ margin: 0 0 .6em; }}
+td.app {{ white-space: normal; min-width: 10em; }}
+td.app a {{ font-weight: 600; overflow-wrap: anywhere; }}
+td.app .where {{ overflow-wrap: anywhere; }}
+table.apps td.state, table.apps td.last {{ white-space: normal; overflow-wrap: anywhere; }}
+table.apps td.state {{ min-width: 12em; }}
+tr.app.failure td {{ background: #ffebe9; }}
+tr.app.interrupted td {{ background: #fff8c5; }}
 dl.summary, dl.legend {{ display: grid; grid-template-columns: max-content minmax(0, 1fr);
                          gap: .2em 1em; margin: 0; }}
 dl.summary dt {{ color: #59636e; }}
@@ -95,10 +110,11 @@ td.details {{ width: 70%; min-width: 16em; }}
 .badge.slow {{ background: #bc4c00; }}
 .badge.back {{ background: #8250df; }}
 .badge.stopped {{ background: #fff8c5; color: #7d4e00; border-color: #d4a72c; }}
+.badge.gone {{ background: #f6f8fa; color: #59636e; border-color: #d1d9e0; }}
 .badge.busy {{ background: #9a6700; }}
 .badge.wait {{ background: #818b98; }}
 .state.idle {{ color: #1a7f37; font-weight: 600; }}
-.state.busy, .state.pending {{ color: #9a6700; font-weight: 600; }}
+.state.deploying, .state.pending {{ color: #9a6700; font-weight: 600; }}
 tr.failure td {{ background: #ffebe9; }}
 tr.interrupted td {{ background: #fff8c5; }}
 /* column-reverse starts the scroll box at its end: the last lines, which say why, show. */
@@ -128,6 +144,16 @@ tr.interrupted .error {{ color: #7d4e00; }}
   table.deploys td.id::before {{ content: "#"; }}
   table.deploys td.id {{ font-weight: 600; }}
   table.deploys td.fact::before {{ content: attr(data-label) " "; color: #59636e; }}
+  table.apps, table.apps tbody, table.apps tr, table.apps td {{ display: block; }}
+  table.apps thead {{ display: none; }}
+  table.apps tr.app {{ margin: 0 0 .8em; padding: .5em .7em; border: 1px solid #d1d9e0;
+                       border-radius: 6px; }}
+  table.apps tr.failure {{ background: #ffebe9; border-color: #ff8182; }}
+  table.apps tr.interrupted {{ background: #fff8c5; border-color: #d4a72c; }}
+  table.apps td {{ width: auto; min-width: 0; padding: .1em 0; border: 0; white-space: normal;
+                   background: transparent; }}
+  table.apps td.fact {{ display: inline-block; max-width: 100%; margin-right: .8em; }}
+  table.apps td.fact::before {{ content: attr(data-label) " "; color: #59636e; }}
   table.steps tr {{ display: block; padding: .3em 0; border-top: 1px solid #d1d9e0; }}
   table.steps td {{ display: inline-block; margin-right: .8em; }}
   table.steps td.argv {{ display: block; margin: 0; }}
@@ -135,22 +161,36 @@ tr.interrupted .error {{ color: #7d4e00; }}
 """
 
 
+def _head(title: str) -> Tag:
+    return tags.head(
+        tags.meta(charset="utf-8"),
+        tags.meta(content=str(REFRESH_SECONDS), **{"http-equiv": "refresh"}),
+        tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
+        tags.meta(name="referrer", content="no-referrer"),
+        tags.title(title),
+        tags.style(_CSS),
+    )
+
+
+def _finish(page: Tag) -> bytes:
+    return b"<!DOCTYPE html>\n" + _flatten_now(_show_controls(page)) + b"\n"
+
+
 def render_status_page(status: Mapping[str, Any]) -> bytes:
-    """The HTML page for a document as :func:`ghhook.admin.status_document` returns it."""
-    title = f"ghhook: {status['repo']} ({status['branch']})"
+    """
+    One app's page, for a document as :func:`ghhook.admin.app_document`
+    returns it. Served at ``/apps/<name>``: its links are relative to that.
+    """
+    name = status.get("name")
+    where = f"{status['repo']} ({status['branch']})"
+    title = f"ghhook: {name}: {where}" if name else f"ghhook: {where}"
     journal_error = status.get("journal_error")
     page = tags.html(lang="en")(
-        tags.head(
-            tags.meta(charset="utf-8"),
-            tags.meta(content=str(REFRESH_SECONDS), **{"http-equiv": "refresh"}),
-            tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
-            tags.meta(name="referrer", content="no-referrer"),
-            tags.title(title),
-            tags.style(_CSS),
-        ),
+        _head(title),
         tags.body(
             _journal_banner(journal_error) if journal_error is not None else "",
-            tags.h1("ghhook"),
+            tags.p(class_="back")(tags.a(href="../", id="back")("\N{LEFTWARDS ARROW} all apps")),
+            tags.h1(f"ghhook: {name}" if name else "ghhook"),
             _summary(status),
             tags.h2("Recent deploys"),
             _deploys(status["deploys"], journal_error),
@@ -158,19 +198,154 @@ def render_status_page(status: Mapping[str, Any]) -> bytes:
                 class_="muted",
                 id="footer",
             )(
+                f"Times are UTC. This page reloads every {REFRESH_SECONDS} s. This URL"
+                " answers the same in JSON to a client that does not ask for HTML; ",
+                tags.a(href="../status")("/status"),
+                " has every app.",
+            ),
+        ),
+    )
+    return _finish(page)
+
+
+def render_overview(status: Mapping[str, Any]) -> bytes:
+    """
+    The page at ``/``, for a document as :func:`ghhook.admin.status_document`
+    returns it: one row per app, linking to its page.
+    """
+    apps = status["apps"]
+    config_error = status.get("config_error")
+    journal_error = status.get("journal_error")
+    config = status.get("config")
+    facts: list[tuple[str, Any]] = [
+        ("Version", status.get("version") or "-"),
+        ("Configuration", tags.code(config) if config else "the command-line options"),
+    ]
+    deploying = sum(1 for app in apps if app["busy"])
+    facts.append(("Apps", f"{len(apps)}, {deploying} deploying" if deploying else str(len(apps))))
+    page = tags.html(lang="en")(
+        _head(f"ghhook: {_plural(len(apps), 'app', 'apps')}"),
+        tags.body(
+            _config_banner(config, config_error) if config_error is not None else "",
+            _journal_banner(journal_error, "the results below")
+            if journal_error is not None
+            else "",
+            tags.h1("ghhook"),
+            tags.dl(class_="summary", id="daemon")(
+                [(tags.dt(label), tags.dd(value)) for label, value in facts]
+            ),
+            tags.h2("Apps"),
+            _apps(apps, journal_error),
+            tags.p(class_="muted", id="footer")(
                 f"Times are UTC. This page reloads every {REFRESH_SECONDS} s; ",
                 tags.a(href="status")("/status"),
                 " has the same in JSON.",
             ),
         ),
     )
-    return b"<!DOCTYPE html>\n" + _flatten_now(_show_controls(page)) + b"\n"
+    return _finish(page)
+
+
+def render_not_found(name: str) -> bytes:
+    """The page a browser gets for ``/apps/<name>`` when no app has that name."""
+    page = tags.html(lang="en")(
+        tags.head(
+            tags.meta(charset="utf-8"),
+            tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
+            tags.meta(name="referrer", content="no-referrer"),
+            tags.title("ghhook: no such app"),
+            tags.style(_CSS),
+        ),
+        tags.body(
+            tags.p(class_="back")(tags.a(href="../", id="back")("\N{LEFTWARDS ARROW} all apps")),
+            tags.h1("No such app"),
+            tags.p(id="not-found")("No app called ", tags.code(name), " is configured (any more)."),
+        ),
+    )
+    return _finish(page)
+
+
+#: The overview's columns; on a narrow screen the cards label their facts instead.
+_APP_COLUMNS = ("App", "State", "Deployed", "Last result", "When")
+
+
+def _apps(apps: list[Mapping[str, Any]], journal_error: str | None) -> Any:
+    if not apps:
+        return tags.p(class_="muted", id="no-apps")("No apps are configured.")
+    head = tags.tr([tags.th(label) for label in _APP_COLUMNS])
+    table = tags.table(class_="apps", id="apps")(
+        tags.thead(head), tags.tbody([_app_row(app) for app in apps])
+    )
+    present = {str(app["last"]["result"]) for app in apps if app.get("last") is not None}
+    parts: list[Any] = [table]
+    if present:
+        parts.append(_legend(present))
+    if journal_error is not None:
+        parts.append(
+            tags.p(class_="muted", id="no-results")(
+                "What was deployed and the last results cannot be read while the journal fails."
+            )
+        )
+    return parts
+
+
+def _app_row(app: Mapping[str, Any]) -> Tag:
+    name = str(app["name"])
+    state = state_of(app)
+    last = app.get("last")
+    result = str(last["result"]) if last is not None else None
+    if result in _FAILURES:
+        row_class = "app failure"
+    elif result == "interrupted":
+        row_class = "app interrupted"
+    else:
+        row_class = "app"
+    where = str(app["branch"])
+    if app.get("github_repo"):
+        where = f"{app['github_repo']} \N{MIDDLE DOT} {where}"
+    state_cell: list[Any] = [tags.span(class_=f"state {state}")(state)]
+    job = app.get("running") if state == "deploying" else app.get("pending")
+    if job is not None:
+        state_cell.append(
+            tags.div(class_="muted")(_job(job, "runs" if state == "deploying" else "waits"))
+        )
+    if last is None:
+        last_cell: list[Any] | str = "-"
+        when = "-"
+    else:
+        last_cell = [_badge(str(result)), f" deploy {last['id']}"]
+        if last.get("failed_step"):
+            said = "stopped during" if result == "interrupted" else "at"
+            last_cell.append(tags.span(class_="muted")(f" {said} {last['failed_step']}"))
+        when = _time(last["finished"])
+    return tags.tr(class_=row_class, id=f"app-{name}", **{"data-state": state})(
+        tags.td(class_="app")(
+            # Names are [a-z0-9_-] by the config; quoted anyway, the link stays a path.
+            tags.a(href="apps/" + quote(name, safe=""))(name),
+            tags.div(class_="where muted")(where),
+        ),
+        _fact("State", state_cell, "state"),
+        _fact("Deployed", _sha(app.get("deployed")), "deployed"),
+        _fact("Last result", last_cell, "last"),
+        _fact("When", when, "when"),
+    )
+
+
+def _legend(present: set[str]) -> Tag:
+    """The results on the page, what each means, in a fixed order."""
+    return tags.dl(class_="legend", id="legend")(
+        [
+            (tags.dt(_badge(result)), tags.dd(class_="muted")(meaning))
+            for result, meaning in RESULT_MEANINGS.items()
+            if result in present
+        ]
+    )
 
 
 def state_of(status: Mapping[str, Any]) -> str:
-    """``idle``, ``busy`` (a deploy runs) or ``pending`` (one waits to start)."""
+    """``idle``, ``deploying`` (a deploy runs) or ``pending`` (one waits to start)."""
     if status["busy"]:
-        return "busy"
+        return "deploying"
     if status["pending"] is not None:
         return "pending"
     return "idle"
@@ -184,23 +359,36 @@ def last_finished(deploys: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return None
 
 
-def _journal_banner(why: str) -> Tag:
+def _journal_banner(why: str, shown: str = "the deploys below") -> Tag:
     return tags.div(class_="banner", id="journal-error", role="alert")(
         tags.strong("The journal cannot be read or written: "),
         why,
         tags.br(),
-        "Deliveries are answered 503 and not queued, and the deploys below may be"
+        f"Deliveries are answered 503 and not queued, and {shown} may be"
         " missing, until it works again.",
+    )
+
+
+def _config_banner(config: str | None, why: str) -> Tag:
+    """The last reload failed: say so, that nothing changed, and every problem."""
+    source = tags.code(config) if config else "the configuration"
+    return tags.div(class_="banner", id="config-error", role="alert")(
+        tags.strong("The last reload of ", source, " failed; "),
+        "the configuration read before it is still in use, unchanged, until a reload succeeds.",
+        [tags.div(class_="problem")(line) for line in why.splitlines() or [why]],
     )
 
 
 def _summary(status: Mapping[str, Any]) -> Tag:
     state = state_of(status)
+    github_repo = status.get("github_repo")
     rows: list[tuple[str, Any]] = [
         ("Repository", tags.code(status["repo"])),
         ("Branch", tags.code(f"{status['remote']}/{status['branch']}")),
         ("Head", tags.span(id="head")(_sha(status["head"], full=True))),
     ]
+    if "github_repo" in status:
+        rows.insert(1, ("Pushes from", tags.code(github_repo) if github_repo else "any repository"))
     if "deployed" in status:
         rows.append(("Last restarted on", _sha(status["deployed"], full=True)))
     rows.append(("State", tags.span(class_=f"state {state}", id="state")(state)))
@@ -258,14 +446,7 @@ def _deploys(deploys: list[Mapping[str, Any]], journal_error: str | None) -> Any
         return tags.p(class_="muted", id="no-deploys")("No deploys recorded yet.")
     head = tags.tr([tags.th(label) for label in _COLUMNS])
     # The legend explains the results on the page, in a fixed order.
-    present = {str(deploy["result"]) for deploy in deploys}
-    legend = tags.dl(class_="legend", id="legend")(
-        [
-            (tags.dt(_badge(result)), tags.dd(class_="muted")(meaning))
-            for result, meaning in RESULT_MEANINGS.items()
-            if result in present
-        ]
-    )
+    legend = _legend({str(deploy["result"]) for deploy in deploys})
     table = tags.table(class_="deploys", id="deploys")(
         tags.thead(head), tags.tbody([_row(d) for d in deploys])
     )

@@ -16,8 +16,7 @@ from twisted.web.server import Site
 
 from ghhook.admin import Admin, admin_host, allowed_host, allowed_origin
 from ghhook.metrics import Metrics
-from tests.test_admin import Client
-from tests.test_deployer import Engine
+from tests.test_admin import Client, Host
 
 EXTRA = ("status.example.com", "10.0.0.5", "[fd00::1]")
 
@@ -126,7 +125,7 @@ def test_admin_host_refuses_what_is_no_host(value: str) -> None:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Client:
-    return Client(Engine(tmp_path))
+    return Client(Host(tmp_path))
 
 
 def ask(client: Client, path: str, **headers: str) -> tuple[int, Any, bytes]:
@@ -144,34 +143,34 @@ def ask(client: Client, path: str, **headers: str) -> tuple[int, Any, bytes]:
     return response.code, response.headers, bodies[0]
 
 
-@pytest.mark.parametrize("path", ["/", "/status", "/metrics", "/healthz", "/nothing"])
+@pytest.mark.parametrize(
+    "path", ["/", "/status", "/apps/blog", "/apps/nothing", "/metrics", "/healthz", "/nothing"]
+)
 def test_another_host_is_421_in_json(client: Client, path: str) -> None:
     code, headers, body = ask(client, path, Host="evil.example:9000")
     assert code == 421
     assert headers.getRawHeaders("Content-Type") == ["application/json"]
     assert headers.getRawHeaders("Cache-Control") == ["no-store"]
     assert "--admin-host" in json.loads(body)["error"]
-    assert client.engine.settings.repo.encode() not in body
+    assert b"/blog" not in body and b"me/" not in body
 
 
 def test_a_loopback_host_is_answered(client: Client) -> None:
     for host in ("localhost:9000", "127.0.0.1:9000", "[::1]:9000", "app.localhost"):
         code, _, body = ask(client, "/status", Host=host)
         assert code == 200, host
-        assert json.loads(body)["repo"] == client.engine.settings.repo
+        assert json.loads(body)["apps"][0]["name"] == "blog"
 
 
 def test_an_admin_host_name_is_answered(client: Client) -> None:
-    engine = client.engine
-    named = Client(
-        engine, Admin(engine.deployer, engine.journal, Metrics(), ["status.example.com"])
-    )
+    host = client.host
+    named = Client(host, Admin(host.engines, host.journal, Metrics(), ["status.example.com"]))
     assert ask(named, "/status", Host="status.example.com:9000")[0] == 200
     assert ask(named, "/status", Host="other.example.com:9000")[0] == 421
     assert ask(client, "/status", Host="status.example.com:9000")[0] == 421, "only when named"
 
 
-@pytest.mark.parametrize("path", ["/", "/status", "/healthz", "/nothing"])
+@pytest.mark.parametrize("path", ["/", "/status", "/apps/blog", "/healthz", "/nothing"])
 def test_another_origin_gets_403_and_no_body(client: Client, path: str) -> None:
     code, headers, body = ask(client, path, Origin="http://evil.example")
     assert (code, body) == (403, b"")
@@ -185,7 +184,7 @@ def test_another_origin_and_host_get_421_and_no_body(client: Client) -> None:
 
 def test_a_loopback_origin_is_answered(client: Client) -> None:
     code, _, body = ask(client, "/status", Origin="http://localhost:9000")
-    assert code == 200 and json.loads(body)["repo"] == client.engine.settings.repo
+    assert code == 200 and json.loads(body)["apps"][0]["name"] == "blog"
 
 
 def raw_get(admin: Admin, local: Any, *headers: bytes) -> tuple[bytes, bytes]:
@@ -242,9 +241,7 @@ def test_two_origins_get_no_body(client: Client) -> None:
     assert (line, body) == (b"HTTP/1.1 403 Forbidden", b"")
 
 
-def test_a_path_that_is_not_utf8_is_a_404_without_a_traceback(tmp_path: Path) -> None:
-    from tests.test_admin import Client as AdminClient
-    from tests.test_deployer import Engine
-
-    code, _, body = AdminClient(Engine(tmp_path)).request("GET", "/%ff%fe")
+@pytest.mark.parametrize("path", ["/%ff%fe", "/apps/%ff%fe"])
+def test_a_path_that_is_not_utf8_is_a_404_without_a_traceback(client: Client, path: str) -> None:
+    code, _, body = client.request("GET", path)
     assert code == 404 and b"nothing is served at this path" in body

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from ghhook.deployer import Listener
-from ghhook.journal import FINAL_RESULTS
-from ghhook.metrics import Metrics
+from ghhook.metrics import AppMetrics, Metrics
 from ghhook.payloads import ping_payload, push_payload
+from ghhook.results import FINAL_RESULTS, Result
 from ghhook.runner import StepResult
 from ghhook.web import DeliveryCounter
 from tests.test_deployer import A, B
@@ -32,21 +33,51 @@ def step(name: str, duration: float) -> StepResult:
     return StepResult(name, ("git", name), 0, None, False, 0.0, duration, "")
 
 
-def test_metrics_implements_both_protocols() -> None:
+def app_key(name: str, app: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A sample's key: ``name`` with label ``app`` and ``labels``."""
+    return (name, tuple(sorted({"app": app, **labels}.items())))
+
+
+def of_app(found: Samples, app: str) -> Samples:
+    """App ``app``'s samples, but the times its series were created."""
+    return {
+        key: value
+        for key, value in found.items()
+        if ("app", app) in key[1] and not key[0].endswith("_created")
+    }
+
+
+def test_metrics_and_its_app_views_implement_the_protocols() -> None:
     metrics = Metrics()
-    listener: Listener = metrics
     counter: DeliveryCounter = metrics
-    assert listener is counter
+    listener: Listener = metrics.for_app("blog")
+    assert isinstance(listener, AppMetrics) and counter is metrics
 
 
-def test_fresh_metrics_are_zero() -> None:
+def test_fresh_metrics_have_no_app_and_no_config_error() -> None:
     found = samples(Metrics())
-    assert found[("ghhook_deploy_in_progress", ())] == 0
-    assert found[("ghhook_last_deploy_timestamp_seconds", ())] == 0
-    assert found[("ghhook_deploy_duration_seconds_count", ())] == 0
-    for result in FINAL_RESULTS:
-        assert found[("ghhook_deploys_total", (("result", result),))] == 0
+    assert found[("ghhook_config_error", ())] == 0
+    assert not [key for key in found if ("app", "blog") in key[1]]
     assert not [key for key in found if key[0] == "ghhook_deliveries_total"]
+
+
+@pytest.mark.parametrize("app", ["blog", "api-staging"])
+def test_an_app_starts_at_zero_for_every_result(app: str) -> None:
+    metrics = Metrics()
+    metrics.for_app(app)
+    found = samples(metrics)
+    assert found[app_key("ghhook_deploy_in_progress", app)] == 0
+    assert found[app_key("ghhook_last_deploy_timestamp_seconds", app)] == 0
+    assert found[app_key("ghhook_deploy_duration_seconds_count", app)] == 0
+    for result in FINAL_RESULTS:
+        assert found[app_key("ghhook_deploys_total", app, result=result)] == 0
+    assert found[app_key("ghhook_deploys_total", app, result="cancelled")] == 0
+
+
+def test_for_app_gives_the_same_view_twice() -> None:
+    metrics = Metrics()
+    assert metrics.for_app("blog") is metrics.for_app("blog")
+    assert metrics.for_app("blog") is not metrics.for_app("api")
 
 
 def test_deliveries_are_counted_by_event_and_outcome() -> None:
@@ -57,50 +88,128 @@ def test_deliveries_are_counted_by_event_and_outcome() -> None:
     found = samples(metrics)
     assert found[("ghhook_deliveries_total", (("event", "push"), ("outcome", "accepted")))] == 2
     assert found[("ghhook_deliveries_total", (("event", "ping"), ("outcome", "pong")))] == 1
+    assert not [key for key in found if key[0] == "ghhook_deliveries_total" and "app" in key[1]]
 
 
-def test_a_deploy_moves_every_deploy_metric() -> None:
+def test_a_deploy_moves_every_metric_of_its_app_only() -> None:
     metrics = Metrics()
-    metrics.deploy_started()
-    assert samples(metrics)[("ghhook_deploy_in_progress", ())] == 1
-    metrics.step_finished(step("pull", 1.5))
-    metrics.step_finished(step("restart", 0.2))
-    metrics.step_finished(step("pull", 0.5))
-    metrics.deploy_finished("deployed", 2.25, 1_700_000_000.0)
+    blog = metrics.for_app("blog")
+    metrics.for_app("api")
+    blog.deploy_started()
     found = samples(metrics)
-    assert found[("ghhook_deploy_in_progress", ())] == 0
-    assert found[("ghhook_last_deploy_timestamp_seconds", ())] == 1_700_000_000.0
-    assert found[("ghhook_deploys_total", (("result", "deployed"),))] == 1
-    assert found[("ghhook_deploys_total", (("result", "failed"),))] == 0
-    assert found[("ghhook_deploy_duration_seconds_count", ())] == 1
-    assert found[("ghhook_deploy_duration_seconds_sum", ())] == 2.25
-    assert found[("ghhook_deploy_duration_seconds_bucket", (("le", "2.5"),))] == 1
-    assert found[("ghhook_deploy_duration_seconds_bucket", (("le", "1.0"),))] == 0
-    assert found[("ghhook_step_duration_seconds_count", (("step", "pull"),))] == 2
-    assert found[("ghhook_step_duration_seconds_sum", (("step", "pull"),))] == 2.0
-    assert found[("ghhook_step_duration_seconds_count", (("step", "restart"),))] == 1
-    bucket = ("ghhook_step_duration_seconds_bucket", (("le", "+Inf"), ("step", "restart")))
+    assert found[app_key("ghhook_deploy_in_progress", "blog")] == 1
+    assert found[app_key("ghhook_deploy_in_progress", "api")] == 0
+    blog.step_finished(step("pull", 1.5))
+    blog.step_finished(step("restart", 0.2))
+    blog.step_finished(step("pull", 0.5))
+    blog.deploy_finished(Result.DEPLOYED, 2.25, 1_700_000_000.0)
+    found = samples(metrics)
+    assert found[app_key("ghhook_deploy_in_progress", "blog")] == 0
+    assert found[app_key("ghhook_last_deploy_timestamp_seconds", "blog")] == 1_700_000_000.0
+    assert found[app_key("ghhook_deploys_total", "blog", result="deployed")] == 1
+    assert found[app_key("ghhook_deploys_total", "blog", result="failed")] == 0
+    assert found[app_key("ghhook_deploy_duration_seconds_count", "blog")] == 1
+    assert found[app_key("ghhook_deploy_duration_seconds_sum", "blog")] == 2.25
+    assert found[app_key("ghhook_deploy_duration_seconds_bucket", "blog", le="2.5")] == 1
+    assert found[app_key("ghhook_deploy_duration_seconds_bucket", "blog", le="1.0")] == 0
+    assert found[app_key("ghhook_step_duration_seconds_count", "blog", step="pull")] == 2
+    assert found[app_key("ghhook_step_duration_seconds_sum", "blog", step="pull")] == 2.0
+    assert found[app_key("ghhook_step_duration_seconds_count", "blog", step="restart")] == 1
+    bucket = app_key("ghhook_step_duration_seconds_bucket", "blog", le="+Inf", step="restart")
     assert found[bucket] == 1
+    untouched = of_app(found, "api")
+    assert set(untouched.values()) == {0}, "api's series did not move"
+    assert not [key for key in untouched if key[0].startswith("ghhook_step_duration")]
 
 
-def test_failures_are_counted_by_result() -> None:
+@pytest.mark.parametrize(
+    ("results", "counted"),
+    [
+        (["failed", "timeout", "failed"], {"failed": 2, "timeout": 1}),
+        ([Result.CANCELLED], {"cancelled": 1}),
+        ([Result.ROLLED_BACK, Result.INTERRUPTED], {"rolled_back": 1, "interrupted": 1}),
+    ],
+)
+def test_results_are_counted_by_app_and_result(results: list[str], counted: dict[str, int]) -> None:
     metrics = Metrics()
-    for result in ("failed", "timeout", "failed"):
-        metrics.deploy_started()
-        metrics.deploy_finished(result, 1.0, 10.0)
+    api = metrics.for_app("api")
+    metrics.for_app("blog")
+    for result in results:
+        api.deploy_started()
+        api.deploy_finished(result, 1.0, 10.0)
     found = samples(metrics)
-    assert found[("ghhook_deploys_total", (("result", "failed"),))] == 2
-    assert found[("ghhook_deploys_total", (("result", "timeout"),))] == 1
+    for result in FINAL_RESULTS:
+        assert found[app_key("ghhook_deploys_total", "api", result=result)] == counted.get(
+            result, 0
+        )
+        assert found[app_key("ghhook_deploys_total", "blog", result=result)] == 0
+
+
+def test_a_negative_duration_counts_as_zero() -> None:
+    """The wall clock can step back during a deploy; a histogram takes no negative value."""
+    metrics = Metrics()
+    metrics.for_app("blog").deploy_finished(Result.DEPLOYED, -3.0, 5.0)
+    found = samples(metrics)
+    assert found[app_key("ghhook_deploy_duration_seconds_sum", "blog")] == 0
+    assert found[app_key("ghhook_deploy_duration_seconds_bucket", "blog", le="0.5")] == 1
+
+
+def test_forget_app_removes_every_series_of_that_app() -> None:
+    metrics = Metrics()
+    blog, api = metrics.for_app("blog"), metrics.for_app("api")
+    for app in (blog, api):
+        app.deploy_started()
+        app.step_finished(step("pull", 0.5))
+        app.step_finished(step("build", 3.0))
+        app.deploy_finished(Result.FAILED, 3.5, 20.0)
+    before = of_app(samples(metrics), "api")
+    metrics.forget_app("blog")
+    found = samples(metrics)
+    assert of_app(found, "blog") == {}
+    assert of_app(found, "api") == before, "the other apps keep theirs"
+
+
+def test_a_forgotten_app_stays_forgotten_until_added_again() -> None:
+    """A removed app's engine may still finish its running deploy after the reload."""
+    metrics = Metrics()
+    old = metrics.for_app("blog")
+    old.deploy_started()
+    metrics.forget_app("blog")
+    old.step_finished(step("pull", 0.5))
+    old.deploy_finished(Result.DEPLOYED, 1.0, 30.0)
+    assert of_app(samples(metrics), "blog") == {}
+    again = metrics.for_app("blog")
+    assert again is not old
+    found = samples(metrics)
+    assert found[app_key("ghhook_deploys_total", "blog", result="deployed")] == 0
+    assert found[app_key("ghhook_deploy_in_progress", "blog")] == 0
+
+
+def test_forgetting_an_unknown_app_does_nothing() -> None:
+    metrics = Metrics()
+    metrics.for_app("api")
+    before = samples(metrics)
+    metrics.forget_app("blog")
+    assert samples(metrics) == before
+
+
+def test_config_error_is_one_while_the_last_reload_failed() -> None:
+    metrics = Metrics()
+    states = []
+    for failed in (True, True, False):
+        metrics.config_failed(failed)
+        states.append(samples(metrics)[("ghhook_config_error", ())])
+    assert states == [1, 1, 0]
 
 
 def test_each_instance_has_its_own_registry() -> None:
     one, two = Metrics(), Metrics()
     one.delivery("push", "accepted")
-    one.deploy_started()
+    one.for_app("blog").deploy_started()
     assert one.registry is not two.registry
-    assert samples(two)[("ghhook_deploy_in_progress", ())] == 0
+    assert of_app(samples(two), "blog") == {}
     assert not [key for key in samples(two) if key[0] == "ghhook_deliveries_total"]
-    assert REGISTRY.get_sample_value("ghhook_deploy_in_progress") is None
+    assert REGISTRY.get_sample_value("ghhook_deploy_in_progress", {"app": "blog"}) is None
 
 
 def test_the_hook_counts_its_deliveries(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The HTML status page as a pure function of the /status document."""
+"""The HTML pages as pure functions of the documents: one app's page, and the overview."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ from typing import Any
 
 import pytest
 
-from ghhook.admin import status_document
+from ghhook.admin import app_document, status_document
 from ghhook.escape import CONTROLS, printable
+from ghhook.results import Result
 from ghhook.statuspage import (
     OUTPUT_LINES,
     REFRESH_SECONDS,
     RESULT_MEANINGS,
     last_finished,
+    render_not_found,
+    render_overview,
     render_status_page,
     state_of,
 )
-from tests.test_admin import HOSTILE, fill
-from tests.test_deployer import A, B, C, Engine
+from tests.test_admin import APPS, HOSTILE, A, B, C, Host, fill
 
 #: Markup that would run or load something if it reached the page unescaped.
 ATTACKS = (
@@ -71,7 +73,10 @@ def deploy(id: int, result: str, **overrides: Any) -> dict[str, Any]:
 
 
 def status(**overrides: Any) -> dict[str, Any]:
+    """One app's document, as ``app_document`` gives it."""
     base = {
+        "name": "app",
+        "github_repo": "me/app",
         "repo": "/srv/app",
         "branch": "main",
         "remote": "origin",
@@ -107,6 +112,9 @@ class Elements(HTMLParser):
 
     def names(self) -> set[str]:
         return {tag for tag, _ in self.tags}
+
+    def hrefs(self) -> list[str | None]:
+        return [attrs["href"] for _, attrs in self.tags if "href" in attrs]
 
     def with_attr(self, name: str, value: str) -> list[dict[str, str | None]]:
         return [attrs for _, attrs in self.tags if attrs.get(name) == value]
@@ -156,6 +164,8 @@ def hostile_status(attack: str) -> dict[str, Any]:
         output=f"CONFLICT\nerror: could not apply 1234567... {attack}",
     )
     return status(
+        name=attack,
+        github_repo=attack,
         repo=f"/srv/{attack}",
         branch=attack,
         remote=attack,
@@ -254,6 +264,7 @@ RESULTS = [
     "timeout",
     "rolled_back",
     "interrupted",
+    "cancelled",
     "running",
     "queued",
 ]
@@ -271,6 +282,7 @@ def test_each_result_has_its_colour() -> None:
         "badge slow",
         "badge back",
         "badge stopped",
+        "badge gone",
         "badge busy",
         "badge wait",
     ]
@@ -278,6 +290,13 @@ def test_each_result_has_its_colour() -> None:
     css = page.split(b"<style>")[1].split(b"</style>")[0].decode()
     for cls in classes:
         assert f".badge.{str(cls).split()[1]} {{ background:" in css
+
+
+@pytest.mark.parametrize("result", list(Result))
+def test_every_final_result_has_its_colour_and_meaning(result: Result) -> None:
+    parsed = Elements(render_status_page(status(deploys=[deploy(1, result.value)])))
+    assert "badge other" not in parsed.badges()
+    assert result.value in RESULT_MEANINGS
 
 
 def test_a_failure_shows_its_step_error_and_output_tail() -> None:
@@ -327,8 +346,8 @@ def test_a_success_shows_no_output() -> None:
     ("busy", "pending", "state"),
     [
         (False, None, "idle"),
-        (True, None, "busy"),
-        (True, job(2, C, 1), "busy"),
+        (True, None, "deploying"),
+        (True, job(2, C, 1), "deploying"),
         (False, job(2, C, 1), "pending"),
     ],
 )
@@ -364,14 +383,14 @@ def test_refreshes_itself_and_loads_nothing() -> None:
     assert "link" not in parsed.names() and "script" not in parsed.names()
     assert not [attrs for _, attrs in parsed.tags if "src" in attrs]
     links = [attrs["href"] for _, attrs in parsed.tags if "href" in attrs]
-    assert links == ["status"], "one relative link, to the JSON"
+    assert links == ["../", "../status"], "relative links: the overview and every app's JSON"
     assert b"http:" not in page and b"https:" not in page and b"//" not in page
 
 
 def test_renders_the_document_admin_builds(tmp_path: Path) -> None:
-    engine = Engine(tmp_path)
-    ids = fill(engine.journal)
-    document = status_document(engine.deployer, engine.journal)
+    host = Host(tmp_path)
+    ids = fill(host.app_journal("blog"))
+    document = app_document(host.engine("blog"))
     untouched = copy.deepcopy(document)
     parsed = Elements(render_status_page(document))
     assert document == untouched, "rendering does not change the document"
@@ -556,3 +575,234 @@ def test_the_long_document_is_shown_in_full() -> None:
     text = Elements(render_status_page(document)).all_text()
     for value in (document["repo"], document["journal_error"], "S" * 200, "A" * 100, C):
         assert value in text
+
+
+# The overview: one row per app, from the /status document.
+
+
+def app(name: str, last: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """One app as ``status_document`` lists it."""
+    base = {
+        "name": name,
+        "repo": f"/srv/{name}",
+        "branch": "main",
+        "github_repo": f"me/{name}",
+        "head": B,
+        "deployed": B,
+        "busy": False,
+        "running": None,
+        "pending": None,
+        "last": last,
+    }
+    return {**base, **overrides}
+
+
+def overview(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "version": "1.2.3",
+        "config": "/etc/ghhook/ghhook.toml",
+        "config_error": None,
+        "journal_error": None,
+        "apps": [
+            app("blog", deploy(7, "deployed")),
+            app("api", deploy(3, "failed", failed_step="build"), busy=True, running=job(4, C, 1)),
+            app("api-staging", None, pending=job(5, None, 0, trigger="catch-up"), deployed=None),
+        ],
+    }
+    return {**base, **overrides}
+
+
+def app_row(page: bytes, name: str) -> Elements:
+    """The overview's row of app ``name``."""
+    start = page.rindex(b"<tr", 0, page.index(f'id="app-{name}"'.encode()))
+    return Elements(page[start : page.index(b"</tr>", start)])
+
+
+def test_the_overview_has_a_row_per_app_in_order() -> None:
+    page = render_overview(overview())
+    parsed = Elements(page)
+    rows = [attrs["id"] for tag, attrs in parsed.tags if tag == "tr" and "data-state" in attrs]
+    assert rows == ["app-blog", "app-api", "app-api-staging"]
+    assert parsed.hrefs() == ["apps/blog", "apps/api", "apps/api-staging", "status"]
+
+
+@pytest.mark.parametrize(
+    ("name", "state", "row_class", "badge", "facts"),
+    [
+        ("blog", "idle", "app", "badge ok", [B[:10], "deployed deploy 7", "2024-05-01 12:00:03"]),
+        (
+            "api",
+            "deploying",
+            "app failure",
+            "badge bad",
+            [f"deploy 4 of {C[:10]} runs", "failed deploy 3 at build"],
+        ),
+        ("api-staging", "pending", "app", None, ["a catch-up with the remote, waits"]),
+    ],
+)
+def test_each_row_says_state_commit_result_and_when(
+    name: str, state: str, row_class: str, badge: str | None, facts: list[str]
+) -> None:
+    row = app_row(render_overview(overview()), name)
+    [tr] = row.with_attr("id", f"app-{name}")
+    assert (tr["class"], tr["data-state"]) == (row_class, state)
+    [span] = [attrs for _, attrs in row.tags if (attrs.get("class") or "").startswith("state ")]
+    assert span["class"] == f"state {state}"
+    assert row.badges() == ([badge] if badge else [])
+    text = row.all_text()
+    assert f"me/{name}" in text
+    for fact in facts:
+        assert fact in text, fact
+
+
+def test_an_app_with_no_finished_deploy_shows_dashes() -> None:
+    row = app_row(render_overview(overview()), "api-staging")
+    cells = [
+        attrs["data-label"] for tag, attrs in row.tags if tag == "td" and "data-label" in attrs
+    ]
+    assert cells == ["State", "Deployed", "Last result", "When"]
+    assert row.all_text().count("-") >= 3
+
+
+def test_the_overview_shows_the_daemon() -> None:
+    text = Elements(render_overview(overview())).all_text()
+    assert "1.2.3" in text and "/etc/ghhook/ghhook.toml" in text and "3, 1 deploying" in text
+    single = Elements(render_overview(overview(config=None))).all_text()
+    assert "the command-line options" in single
+
+
+def overview_attack(attack: str) -> dict[str, Any]:
+    """An overview in which every string (app names too, though the config checks them) is ``attack``."""
+    hostile_deploy = deploy(
+        6, attack, sha=attack, subject=attack, failed_step=attack, finished=attack
+    )
+    return overview(
+        version=attack,
+        config=attack,
+        config_error=f"{attack}\nghhook.toml: apps.{attack}: {attack}",
+        journal_error=attack,
+        apps=[
+            app(
+                attack,
+                hostile_deploy,
+                repo=attack,
+                branch=attack,
+                github_repo=attack,
+                deployed=attack,
+                busy=True,
+                running=job(3, attack, 2, trigger=attack),
+            ),
+            app(f"{attack}2", deploy(2, "failed", failed_step=attack), pending=job(4, attack, 1)),
+        ],
+    )
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_every_overview_field_is_escaped(attack: str) -> None:
+    page = render_overview(overview_attack(attack))
+    for markup in ("<script", "<img", "<svg", "<iframe", "<b>", "<style>body"):
+        assert markup.encode() not in page
+    parsed = Elements(page)
+    assert parsed.names() <= SAFE_TAGS, "only the page's own elements"
+    assert not [
+        (tag, name) for tag, attrs in parsed.tags for name in attrs if name.startswith("on")
+    ], "no event handler attributes"
+    assert attack in parsed.all_text(), "shown to the reader as text"
+    for href in parsed.hrefs():
+        assert href is not None and (href == "status" or href.startswith("apps/")), href
+        assert href.count("/") <= 1 and not set(href) & set(":\"'<> \\"), "a plain relative path"
+
+
+def test_control_characters_in_the_overview_are_shown_escaped() -> None:
+    page = render_overview(overview_attack(CONTROL_ATTACK))
+    text = page.decode("utf-8")
+    assert not CONTROLS.search(text), "no control character reaches the page raw"
+    assert printable(CONTROL_ATTACK) in Elements(page).all_text()
+
+
+def test_the_config_error_is_a_banner_at_the_top() -> None:
+    problems = "ghhook.toml: apps.api.restart_pidfile: no such file\nghhook.toml: apps.x: bad"
+    page = render_overview(overview(config_error=problems, journal_error="disk is full"))
+    parsed = Elements(page)
+    body = [tag for tag, _ in parsed.tags].index("body")
+    assert parsed.tags[body + 1] == (
+        "div",
+        {"class": "banner", "id": "config-error", "role": "alert"},
+    ), "first: nothing of a reload applies until it is fixed"
+    banner = Elements(between(page, b'id="config-error"', b'id="journal-error"'))
+    text = banner.all_text()
+    assert "The last reload of /etc/ghhook/ghhook.toml failed" in text
+    assert "still in use" in text
+    problem_lines = [a for _, a in banner.tags if a.get("class") == "problem"]
+    assert len(problem_lines) == 2, "one line per problem"
+    assert "ghhook.toml: apps.x: bad" in text
+    assert parsed.with_attr("id", "journal-error"), "the journal's banner as on an app's page"
+    assert b"config-error" not in render_overview(overview())
+    assert b"journal-error" not in render_overview(overview())
+
+
+def test_the_overview_with_no_apps() -> None:
+    parsed = Elements(render_overview(overview(apps=[])))
+    assert parsed.with_attr("id", "no-apps") and not parsed.with_attr("id", "apps")
+
+
+def test_the_overview_refreshes_itself_and_loads_nothing() -> None:
+    page = render_overview(overview())
+    parsed = Elements(page)
+    assert parsed.with_attr("http-equiv", "refresh") == [
+        {"content": str(REFRESH_SECONDS), "http-equiv": "refresh"}
+    ]
+    assert "link" not in parsed.names() and "script" not in parsed.names()
+    assert not [attrs for _, attrs in parsed.tags if "src" in attrs]
+    assert b"http:" not in page and b"https:" not in page and b"//" not in page
+
+
+def test_the_overview_legend_names_the_results_shown() -> None:
+    page = render_overview(overview())
+    legend = Elements(between(page, b'id="legend"', b"</dl>")).all_text()
+    assert "deployed" in legend and "failed" in legend and "timeout" not in legend
+
+
+def test_renders_the_overview_admin_builds(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    fill(host.app_journal("api"))
+    document = status_document(host.engines, host.journal, None)
+    untouched = copy.deepcopy(document)
+    page = render_overview(document)
+    assert document == untouched, "rendering does not change the document"
+    parsed = Elements(page)
+    rows = [attrs["id"] for tag, attrs in parsed.tags if tag == "tr" and "data-state" in attrs]
+    assert rows == [f"app-{name}" for name in APPS]
+    assert app_row(page, "api").badges() == ["badge slow"], "api's last finished deploy"
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_the_not_found_page_escapes_the_name(attack: str) -> None:
+    page = render_not_found(attack)
+    parsed = Elements(page)
+    assert parsed.names() <= SAFE_TAGS
+    assert attack in parsed.all_text()
+    assert parsed.hrefs() == ["../"]
+
+
+def long_overview() -> dict[str, Any]:
+    """An overview whose every free-form string is long, much of it without a space."""
+    return overview(
+        config="/etc/" + "a-very-long-directory-name/" * 8 + "ghhook.toml",
+        config_error="\n".join(
+            ["ghhook.toml: apps.api.restart_pidfile: " + "/run/" + "x" * 200] * 3
+        ),
+        journal_error="database disk image is malformed: /var/lib/ghhook/" + "state/" * 30,
+        apps=[
+            app(
+                "a-very-long-app-name-" + "x" * 80,
+                deploy(8, "rolled_back", failed_step="health-" + "h" * 60),
+                branch="feature/" + "a-long-branch-name-" * 8,
+                github_repo="some-organisation/" + "r" * 80,
+                busy=True,
+                running=job(9, C, 3),
+            ),
+            app("blog", deploy(7, "interrupted"), pending=job(10, A, 12)),
+            app("api", None, deployed=None, head=None),
+        ],
+    )

@@ -1,6 +1,6 @@
 """
-The status page in a real headless chromium: rows shown, injected markup inert,
-nothing wider than a phone's screen.
+The pages (the overview and an app's page) in a real headless chromium: rows
+shown, injected markup inert, nothing wider than a phone's screen.
 
 Skipped, saying why, where chromium is not installed (CI installs it in
 ``.ci/run``). chromium runs in a worker thread so that the reactor can serve
@@ -22,13 +22,12 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from ghhook.admin import Admin, status_document
+from ghhook.admin import Admin, app_document, status_document
 from ghhook.metrics import Metrics
 from ghhook.site import make_site
-from ghhook.statuspage import render_status_page
-from tests.test_admin import HOSTILE, fill
-from tests.test_deployer import Engine
-from tests.test_statuspage import long_status
+from ghhook.statuspage import render_overview, render_status_page
+from tests.test_admin import APPS, HOSTILE, Host, fill
+from tests.test_statuspage import long_overview, long_status
 
 CHROMIUM = shutil.which("chromium")
 #: Seconds chromium may take to load one local page and print its DOM.
@@ -93,6 +92,10 @@ def row_ids(dom: str) -> list[str]:
     return re.findall(r'<tr class="deploy[^"]*" id="(deploy-\d+)"', dom)
 
 
+def app_rows(dom: str) -> list[str]:
+    return re.findall(r'<tr class="app[^"]*" id="app-([^"]+)"', dom)
+
+
 def test_a_script_in_the_page_would_be_caught(tmp_path: Path) -> None:
     """The check below can see a script run: unescaped, this one does."""
     page = tmp_path / "raw.html"
@@ -103,43 +106,71 @@ def test_a_script_in_the_page_would_be_caught(tmp_path: Path) -> None:
 
 def test_page_from_a_file_shows_rows_and_runs_nothing(tmp_path: Path) -> None:
     """No Content-Security-Policy here: the escaping alone keeps the markup inert."""
-    engine = Engine(tmp_path)
-    ids = fill(engine.journal)
-    document = status_document(engine.deployer, engine.journal)
+    host = Host(tmp_path)
+    ids = fill(host.app_journal("blog"))
+    document = app_document(host.engine("blog"))
     page = tmp_path / "status.html"
     page.write_bytes(render_status_page(document))
 
     dom = dump_dom(page.as_uri(), tmp_path / "profile")
 
-    assert title_of(dom) == f"ghhook: {engine.settings.repo} (main)"
+    assert title_of(dom) == f"ghhook: blog: {tmp_path / 'blog'} (main)"
     assert row_ids(dom) == [f"deploy-{ids[k]}" for k in ("queued", "timeout", "failed", "deployed")]
     assert "<script" not in dom and "<img" not in dom
     assert "could not apply 1234567... &lt;script&gt;" in dom, "shown as text"
     assert 'data-result="failed"' in dom and "failed at <strong" in dom
 
 
-@pytest_twisted.ensureDeferred
-async def test_page_served_by_the_admin_listener(tmp_path: Path) -> None:
+def test_overview_from_a_file_shows_rows_and_runs_nothing(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    fill(host.app_journal("blog"))
+    document = status_document(host.engines, host.journal, f"ghhook.toml: apps.x: {HOSTILE}")
+    page = tmp_path / "overview.html"
+    page.write_bytes(render_overview(document))
+
+    dom = dump_dom(page.as_uri(), tmp_path / "profile")
+
+    assert title_of(dom) == "ghhook: 3 apps"
+    assert app_rows(dom) == list(APPS)
+    assert "<script" not in dom and "<img" not in dom
+    assert "ghhook.toml: apps.x: &lt;script&gt;" in dom, "shown as text"
+
+
+async def serve_and_dump(admin: Admin, path: str, tmp_path: Path) -> str:
+    """The DOM chromium builds from ``path`` served by ``admin`` on a loopback port."""
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThread
 
-    engine = Engine(tmp_path)
-    ids = fill(engine.journal)
-    engine.deployer.head = "f" * 40
-    admin = Admin(engine.deployer, engine.journal, Metrics())
     port = reactor.listenTCP(0, make_site(admin.resource()), interface="127.0.0.1")
     try:
-        url = f"http://127.0.0.1:{port.getHost().port}/"
-        waiting = deferToThread(dump_dom, url, tmp_path / "profile")
-        dom = await waiting.addTimeout(CHROMIUM_TIMEOUT + 10, reactor)
+        url = f"http://127.0.0.1:{port.getHost().port}{path}"
+        waiting = deferToThread(dump_dom, url, tmp_path / f"profile{path.replace('/', '-')}")
+        dom: str = await waiting.addTimeout(CHROMIUM_TIMEOUT + 10, reactor)
     finally:
         await port.stopListening()
+    return dom
 
-    assert title_of(dom) == f"ghhook: {engine.settings.repo} (main)"
+
+@pytest_twisted.ensureDeferred
+async def test_pages_served_by_the_admin_listener(tmp_path: Path) -> None:
+    """A browser asks for HTML: the overview at /, and at /apps/blog the app's page, not JSON."""
+    host = Host(tmp_path)
+    ids = fill(host.app_journal("blog"))
+    host.engine("blog").head = "f" * 40
+    admin = Admin(host.engines, host.journal, Metrics())
+
+    dom = await serve_and_dump(admin, "/", tmp_path)
+    assert title_of(dom) == "ghhook: 3 apps"
+    assert app_rows(dom) == list(APPS)
+    assert '<a href="apps/blog">blog</a>' in dom
+    assert 'http-equiv="refresh" content="5"' in dom or 'content="5" http-equiv="refresh"' in dom
+
+    dom = await serve_and_dump(admin, "/apps/blog", tmp_path)
+    assert title_of(dom) == f"ghhook: blog: {tmp_path / 'blog'} (main)"
     assert row_ids(dom) == [f"deploy-{ids[k]}" for k in ("queued", "timeout", "failed", "deployed")]
     assert "f" * 40 in dom
     assert "<script" not in dom and "<img" not in dom
-    assert 'http-equiv="refresh" content="5"' in dom or 'content="5" http-equiv="refresh"' in dom
+    assert '<a href="../" id="back">' in dom
 
 
 #: Measures a page laid out in a frame: the test wraps the page (which has no
@@ -218,7 +249,8 @@ def test_a_page_wider_than_the_window_would_be_caught(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("width", [420, 800, 1280])
-def test_nothing_is_wider_than_the_window(width: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["app", "overview"])
+def test_nothing_is_wider_than_the_window(width: int, which: str, tmp_path: Path) -> None:
     """
     At 420 px (a phone) and wider, no part of the page is off-screen to the
     side: long shas, paths, commands, subjects, authors and output lines wrap,
@@ -230,6 +262,10 @@ def test_nothing_is_wider_than_the_window(width: int, tmp_path: Path) -> None:
     screenshot pixels names the element that overflows, and does not depend
     on colours, fonts or what happens to be painted at the right edge.
     """
-    report = layout(render_status_page(long_status()), width, tmp_path)
+    if which == "app":
+        page = render_status_page(long_status())
+    else:
+        page = render_overview(long_overview())
+    report = layout(page, width, tmp_path)
     assert report["wide"] == [], f"elements past the edge at {width} px"
     assert report["scrollWidth"] <= report["clientWidth"], report
