@@ -1,22 +1,36 @@
 """
 Decide what a verified delivery asks of ghhook.
 
-A plain function from an event name and payload to one of three answers, so
-that every routing rule is tested without a reactor or a request.
+Plain functions, so that every rule is tested without a reactor or a
+request, in two parts: :func:`classify` settles what does not depend on any
+app (a ping, another event, a tag, a deleted branch, a ref that is not a
+branch) and leaves a :class:`~ghhook.delivery.Push` to a branch;
+:func:`match` then says whether one app's repository and branch take that
+push. :mod:`ghhook.routing` applies :func:`match` to every app.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
 from ghhook.delivery import TAG_PREFIX, BadDelivery, Push, parse_push
 
 
+class Target(Protocol):
+    """What a push must match: an app's settings or a :class:`Tracked`."""
+
+    @property
+    def branch(self) -> str: ...
+
+    @property
+    def repository(self) -> str | None: ...
+
+
 @attrs.frozen
 class Tracked:
-    """What this ghhook deploys: a branch, and optionally a GitHub repository."""
+    """A branch, and optionally a GitHub repository: one app's :class:`Target`."""
 
     branch: str
     repository: str | None = None
@@ -45,10 +59,17 @@ class Deploy:
 
 
 Decision = Pong | Ignore | Deploy
+#: What :func:`classify` makes of a delivery: a push here is to a branch
+#: that still exists, for the apps to :func:`match`.
+Classified = Pong | Ignore | Push
 
 
-def decide(event: str, payload: dict[str, Any], tracked: Tracked) -> Decision:
-    """Route a delivery; raises :class:`BadDelivery` for an unusable push."""
+def classify(event: str, payload: dict[str, Any]) -> Classified:
+    """
+    What a delivery is, whichever app it is for; raises
+    :class:`BadDelivery` for an unusable push (checked before anything else,
+    so a malformed push is a 400 on every path and for every app).
+    """
     if event == "ping":
         zen = payload.get("zen")
         hook_id = payload.get("hook_id")
@@ -59,19 +80,48 @@ def decide(event: str, payload: dict[str, Any], tracked: Tracked) -> Decision:
     if event != "push":
         return Ignore(f"event {event!r} does not deploy; only push does")
     push = parse_push(payload)
-    if tracked.repository is not None and (
-        push.repository is None or push.repository.lower() != tracked.repository.lower()
-    ):
-        return Ignore(f"push to repository {push.repository!r}, not {tracked.repository!r}")
     if push.ref.startswith(TAG_PREFIX):
         return Ignore(f"tag push {push.ref!r} does not deploy")
     if push.branch is None:
         return Ignore(f"ref {push.ref!r} is not a branch")
     if push.deleted:
         return Ignore(f"branch {push.branch!r} was deleted")
-    if push.branch != tracked.branch:
-        return Ignore(f"push to branch {push.branch!r}; only {tracked.branch!r} deploys")
-    return Deploy(push)
+    return push
 
 
-__all__ = ["BadDelivery", "Decision", "Deploy", "Ignore", "Pong", "Tracked", "decide"]
+def match(push: Push, target: Target) -> Ignore | None:
+    """
+    Why ``target`` does not take ``push``, or None when it does. The
+    repository is compared case-insensitively, as GitHub treats it; a
+    target without one takes pushes from any repository.
+    """
+    if target.repository is not None and (
+        push.repository is None or push.repository.lower() != target.repository.lower()
+    ):
+        return Ignore(f"push to repository {push.repository!r}, not {target.repository!r}")
+    if push.branch != target.branch:
+        return Ignore(f"push to branch {push.branch!r}; only {target.branch!r} deploys")
+    return None
+
+
+def decide(event: str, payload: dict[str, Any], tracked: Target) -> Decision:
+    """:func:`classify`, then :func:`match` for one app: the single-app decision."""
+    classified = classify(event, payload)
+    if not isinstance(classified, Push):
+        return classified
+    return match(classified, tracked) or Deploy(classified)
+
+
+__all__ = [
+    "BadDelivery",
+    "Classified",
+    "Decision",
+    "Deploy",
+    "Ignore",
+    "Pong",
+    "Target",
+    "Tracked",
+    "classify",
+    "decide",
+    "match",
+]

@@ -33,10 +33,16 @@ class Outcome(enum.Enum):
 
 @attrs.frozen
 class Verdict:
-    """The result of checking a signature; ``reason`` is safe to show a client."""
+    """
+    The result of checking a signature; ``reason`` is safe to show a client.
+    ``secret`` is the one that verified (None unless valid), so that a
+    delivery on the shared path reaches only the apps that hold it; it is
+    kept out of ``repr`` and so out of every log line.
+    """
 
     outcome: Outcome
     reason: str
+    secret: bytes | None = attrs.field(default=None, repr=False)
 
     @property
     def valid(self) -> bool:
@@ -56,7 +62,9 @@ def verify(
     sha1_header: str | bytes | None = None,
 ) -> Verdict:
     """
-    Check ``body`` against any of ``secrets`` (several allow rotation).
+    Check ``body`` against any of ``secrets`` (several allow rotation, and
+    the shared path checks every app's); a valid verdict names the secret
+    that matched.
 
     The SHA-256 header wins when present; SHA-1 is only a fallback for
     senders that do not send it, because SHA-1 HMAC is the weaker of the two.
@@ -89,21 +97,27 @@ def verify(
             Outcome.MALFORMED,
             f"the {header} header does not hold a {algorithm} hex digest",
         )
-    if _matches_any(body, secrets, algorithm, digest.encode("ascii")):
-        return Verdict(Outcome.VALID, f"{algorithm} signature verified")
+    secret = _matching(body, secrets, algorithm, digest.encode("ascii"))
+    if secret is not None:
+        return Verdict(Outcome.VALID, f"{algorithm} signature verified", secret)
     return Verdict(
         Outcome.MISMATCH,
         f"the {header} signature does not match the body",
     )
 
 
-def _matches_any(body: bytes, secrets: Iterable[bytes], algorithm: str, digest: bytes) -> bool:
-    # Compare against every secret, without stopping early, so that timing
-    # does not tell which secret (if any) came close.
-    found = False
+def _matching(body: bytes, secrets: Iterable[bytes], algorithm: str, digest: bytes) -> bytes | None:
+    """
+    The first of ``secrets`` whose HMAC is ``digest``, or None. Every secret
+    is compared, in constant time and without stopping at a match, so that
+    timing tells neither which secret matched nor how close any came.
+    """
+    found: bytes | None = None
     for secret in secrets:
         expected = hmac.new(secret, body, algorithm).hexdigest().encode("ascii")
-        found |= hmac.compare_digest(expected, digest)
+        matched = hmac.compare_digest(expected, digest)
+        if matched and found is None:
+            found = secret
     return found
 
 

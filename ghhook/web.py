@@ -2,9 +2,11 @@
 The public HTTP face: the hook resource and ``/healthz`` (served by the
 site of :mod:`ghhook.site`).
 
-Routes stay thin: read the body, verify, parse, decide (all pure, see
-:mod:`ghhook.signature`, :mod:`ghhook.delivery`, :mod:`ghhook.decision`), hand
-a push to the :class:`~ghhook.deployer.Deployer`, answer in JSON.
+Routes stay thin: read the body, verify, parse, classify and route (all
+pure, see :mod:`ghhook.signature`, :mod:`ghhook.delivery`,
+:mod:`ghhook.decision`, :mod:`ghhook.routing`), hand a push to the engine
+(:class:`~ghhook.deployer.Deployer`) of each app that takes it, answer in
+JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from klein import Klein
 from twisted.logger import Logger
@@ -22,11 +24,15 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException
 
-from ghhook.decision import Decision, Deploy, Ignore, Pong, Tracked, decide
-from ghhook.delivery import BadDelivery, parse_body
-from ghhook.deployer import Deployer
+from ghhook.decision import Ignore, Pong, classify
+from ghhook.delivery import BadDelivery, Push, parse_body
 from ghhook.journal import Journal, JournalError
+from ghhook.routing import Routed, route
 from ghhook.signature import SHA1_HEADER, SHA256_HEADER, Outcome, verify
+
+if TYPE_CHECKING:  # the engines are only called here, never built
+    from ghhook.config import AppSettings
+    from ghhook.engines import Engines
 
 log = Logger(namespace="ghhook.web")
 
@@ -83,35 +89,39 @@ def json_errors(app: Klein, allow: Sequence[str] = ("POST",)) -> None:
 
 
 class Hook:
-    """The webhook endpoint: one instance per daemon, dependencies as fields."""
+    """
+    The webhook endpoints: one instance per daemon, dependencies as fields.
+
+    ``POST <shared path>`` serves every app, verified with every app's
+    secrets; ``POST /hooks/<name>`` serves one app, verified with its own
+    secrets only. The apps are read from ``engines.settings`` at each
+    request, so a reload's apps apply at once; the shared path is routed
+    here, once, as only a restart changes it.
+    """
 
     def __init__(
         self,
-        secrets: Sequence[bytes],
-        tracked: Tracked,
-        deployer: Deployer,
+        engines: Engines,
         journal: Journal,
-        path: str = "/github",
         counter: DeliveryCounter | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.secrets = tuple(secrets)
-        self.tracked = tracked
-        self.deployer = deployer
+        self.engines = engines
         self.journal = journal
-        self.path = path
         self._counter = counter
         self._wall_clock = wall_clock
         self._rejected: dict[str, tuple[float, int]] = {}
         self.app = Klein()
-        self.app.route(path, methods=["POST"], strict_slashes=False)(self.hook)
+        path = engines.settings.path
+        self.app.route(path, methods=["POST"], strict_slashes=False)(self.shared)
+        self.app.route("/hooks/<name>", methods=["POST"], strict_slashes=False)(self.own)
         self.app.route("/healthz", methods=["GET"])(self.healthz)
         json_errors(self.app)
 
     def resource(self) -> IResource:
         return RefuseUndecodableUrls(self.app.resource())
 
-    def _warn_rejected(self, peer: str, reason: str) -> None:
+    def _warn_rejected(self, peer: str, reason: str, app: str | None) -> None:
         """Log a bad signature, at most once per peer every REJECT_LOG_INTERVAL s."""
         now = self._wall_clock()
         last, suppressed = self._rejected.get(peer, (0.0, 0))
@@ -127,10 +137,22 @@ class Hook:
             reason=reason,
             suppressed=suppressed,
             more=f" ({suppressed} more since the last warning)" if suppressed else "",
+            **_about(app),
         )
 
     def healthz(self, request: IRequest) -> bytes:
         return healthz(request, self.journal)
+
+    def shared(self, request: IRequest) -> bytes:
+        """The shared path: every app is a candidate."""
+        return self._receive(request, self.engines.settings.apps, None)
+
+    def own(self, request: IRequest, name: str) -> bytes:
+        """An app's own URL; an app not (or no longer) configured is a 404."""
+        app = self.engines.settings.app(name)
+        if app is None or self.engines.get(name) is None:
+            return json_body(request, 404, {"error": "nothing is served at this path"})
+        return self._receive(request, (app,), name)
 
     def _answer(
         self,
@@ -144,22 +166,28 @@ class Hook:
             self._counter.delivery(event, outcome)
         return json_body(request, code, body)
 
-    def hook(self, request: IRequest) -> bytes:
+    def _receive(self, request: IRequest, apps: Sequence[AppSettings], own: str | None) -> bytes:
+        """
+        Verify, parse and route a delivery for ``apps``; ``own`` names the
+        app whose URL it came to (None on the shared path).
+        """
         body = request.content.read()
         # Headers stay bytes until they are used, so that no value an unsigned
         # client sends can raise before the signature has been checked.
         event_bytes = _header(request, b"X-GitHub-Event")
+        # Each distinct secret once: apps often share one, and each costs an HMAC.
+        secrets = tuple(dict.fromkeys(secret for app in apps for secret in app.secrets))
         verdict = verify(
             body,
-            self.secrets,
+            secrets,
             _header(request, SHA256_HEADER.encode("ascii")),
             _header(request, SHA1_HEADER.encode("ascii")),
         )
         label = _LABELS.get(event_bytes or b"", "other")
         if verdict.outcome is Outcome.MISSING:
             return self._answer(request, label, "unsigned", 401, {"error": verdict.reason})
-        if not verdict.valid:
-            self._warn_rejected(_peer(request), verdict.reason)
+        if not verdict.valid or verdict.secret is None:
+            self._warn_rejected(_peer(request), verdict.reason, own)
             return self._answer(request, label, "bad_signature", 403, {"error": verdict.reason})
         try:
             event = _text(event_bytes, "X-GitHub-Event")
@@ -171,19 +199,29 @@ class Hook:
             return self._answer(request, label, "malformed", 400, {"error": str(e)})
         try:
             payload = parse_body(body, content_type)
-            decision = decide(event, payload, self.tracked)
+            classified = classify(event, payload)
         except BadDelivery as e:
             log.warn(
                 "rejected delivery {delivery} ({event}): {reason}",
                 delivery=delivery,
                 event=event,
                 reason=str(e),
+                **_about(own),
             )
             return self._answer(request, label, "malformed", 400, {"error": str(e)})
+        decision: Pong | Ignore | tuple[Push, Routed]
+        if isinstance(classified, Push):
+            routed = route(classified, apps, verdict.secret)
+            decision = (classified, routed) if routed.apps else Ignore(str(routed.reason))
+        else:
+            decision = classified
 
         try:
             with self.journal.transaction():
-                outcome, code, answer = self._act(event, delivery, decision)
+                if isinstance(decision, tuple):
+                    outcome, code, answer = self._deliver(delivery, event, *decision)
+                else:
+                    outcome, code, answer = self._settle(delivery, event, decision, own)
         except JournalError:
             # Nothing was queued: the forge shows a failed delivery, to redeliver
             # once /healthz is ok again. The journal logged why, once.
@@ -194,75 +232,125 @@ class Hook:
             }
         return self._answer(request, label, outcome, code, answer)
 
-    def _act(
-        self, event: str, delivery: str | None, decision: Decision
+    def _settle(
+        self, delivery: str | None, event: str, decision: Pong | Ignore, own: str | None
     ) -> tuple[str, int, dict[str, Any]]:
-        """
-        Record the delivery and do what the decision says, in one transaction;
-        the engine takes a push, and the log tells of it, only once it commits.
-        """
-        after = decision.push.after if isinstance(decision, Deploy) else None
-        outcome = {Pong: "pong", Ignore: "ignored", Deploy: "accepted"}[type(decision)]
-        seq = self.journal.add_delivery(delivery, event, outcome, self._wall_clock(), after)
+        """Record a delivery no engine sees: a ping, or one that no app takes."""
+        outcome = "pong" if isinstance(decision, Pong) else "ignored"
+        seq = self.journal.add_delivery(delivery, event, outcome, self._wall_clock(), None)
         say = self.journal.on_commit
         if seq is None:
-            say(lambda: log.info("delivery {delivery} seen before; ignored", delivery=delivery))
+            say(lambda: _duplicate(delivery, own))
             return "duplicate", 200, {"duplicate": delivery}
-
         if isinstance(decision, Pong):
             say(
                 lambda: log.info(
-                    "ping {delivery} answered", delivery=delivery, hook=decision.hook_id
+                    "ping {delivery} answered",
+                    delivery=delivery,
+                    hook=decision.hook_id,
+                    **_about(own),
                 )
             )
             return "pong", 200, {"pong": True, "zen": decision.zen, "hook_id": decision.hook_id}
-        if isinstance(decision, Ignore):
-            say(
-                lambda: log.info(
-                    "delivery {delivery} ({event}) ignored: {reason}",
-                    delivery=delivery,
-                    event=event,
-                    reason=decision.reason,
-                )
-            )
-            return "ignored", 200, {"ignored": decision.reason}
-
-        push = decision.push
-        submission = self.deployer.submit(push.after, delivery, forced=push.forced)
-        if isinstance(submission, Ignore):
-            self.journal.settle_delivery(seq, "ignored")
-            reason = submission.reason
-            say(
-                lambda: log.info(
-                    "delivery {delivery}: {reason}",
-                    delivery=delivery,
-                    reason=reason,
-                    sha=push.after,
-                )
-            )
-            return "ignored", 200, {"ignored": reason}
-        self.journal.settle_delivery(seq, "accepted", submission.deploy)
+        # Any sender that knows a secret can cause this line with each request.
         say(
-            lambda: log.info(
-                "push {delivery} of {sha} to {branch} accepted as deploy {deploy}{forced}",
+            lambda: log.debug(
+                "delivery {delivery} ({event}) ignored: {reason}",
                 delivery=delivery,
-                sha=push.after,
-                branch=push.branch,
-                deploy=submission.deploy,
-                pusher=push.pusher,
-                forced=" (forced)" if push.forced else "",
+                event=event,
+                reason=decision.reason,
+                **_about(own),
             )
         )
-        return (
-            "accepted",
-            202,
-            {
-                "deploy": submission.deploy,
-                "after": push.after,
-                "delivery": delivery,
-                "coalesced": submission.coalesced,
-            },
+        return "ignored", 200, {"ignored": decision.reason}
+
+    def _deliver(
+        self, delivery: str | None, event: str, push: Push, routed: Routed
+    ) -> tuple[str, int, dict[str, Any]]:
+        """
+        Record a push and hand it to each app that takes it, in one
+        transaction; the engines take it, and the log tells of it, only once
+        it commits.
+        """
+        seq = self.journal.add_delivery(
+            delivery, event, "accepted", self._wall_clock(), push.after, apps=list(routed.apps)
         )
+        say = self.journal.on_commit
+        if seq is None:
+            say(lambda: _duplicate(delivery, _one(routed.apps), apps=routed.apps))
+            return "duplicate", 200, {"duplicate": delivery}
+        deploys: list[dict[str, Any]] = []
+        declined: dict[str, str] = {}
+        for name in routed.apps:
+            engine = self.engines.get(name)
+            assert engine is not None, f"app {name} is configured but has no engine"
+            submission = engine.submit(push.after, delivery, forced=push.forced)
+            if isinstance(submission, Ignore):
+                declined[name] = submission.reason
+                say(_declined(delivery, push, name, submission.reason))
+            else:
+                deploys.append(
+                    {"app": name, "deploy": submission.deploy, "coalesced": submission.coalesced}
+                )
+                say(_accepted(delivery, push, name, submission.deploy))
+        if not deploys:
+            self.journal.settle_delivery(seq, "ignored", apps=[])
+            if len(declined) == 1:
+                (reason,) = declined.values()
+            else:
+                reason = "; ".join(f"{name}: {why}" for name, why in declined.items())
+            return "ignored", 200, {"ignored": reason}
+        self.journal.settle_delivery(
+            seq, "accepted", deploys[0]["deploy"], apps=[d["app"] for d in deploys]
+        )
+        answer: dict[str, Any] = {"after": push.after, "delivery": delivery, "deploys": deploys}
+        if declined:
+            answer["ignored"] = declined
+        return "accepted", 202, answer
+
+
+def _about(app: str | None) -> dict[str, str]:
+    """The ``app`` field of a log event about one app; none for the shared path."""
+    return {} if app is None else {"app": app}
+
+
+def _one(apps: Sequence[str]) -> str | None:
+    """The app a delivery is about, when it is about one."""
+    return apps[0] if len(apps) == 1 else None
+
+
+def _duplicate(delivery: str | None, own: str | None, apps: Sequence[str] = ()) -> None:
+    log.info(
+        "delivery {delivery} seen before; ignored",
+        delivery=delivery,
+        apps=list(apps),
+        **_about(own),
+    )
+
+
+def _declined(delivery: str | None, push: Push, app: str, reason: str) -> Callable[[], None]:
+    """The log line, once committed, for an app whose engine did not take a push."""
+    return lambda: log.debug(
+        "delivery {delivery} not taken by {app}: {reason}",
+        delivery=delivery,
+        app=app,
+        reason=reason,
+        sha=push.after,
+    )
+
+
+def _accepted(delivery: str | None, push: Push, app: str, deploy: int) -> Callable[[], None]:
+    """The log line, once committed, for an app whose engine took a push."""
+    return lambda: log.info(
+        "push {delivery} of {sha} to {branch} accepted by {app} as deploy {deploy}{forced}",
+        delivery=delivery,
+        sha=push.after,
+        branch=push.branch,
+        app=app,
+        deploy=deploy,
+        pusher=push.pusher,
+        forced=" (forced)" if push.forced else "",
+    )
 
 
 def healthz(request: IRequest, journal: Journal) -> bytes:

@@ -1,6 +1,7 @@
 """
-Table-driven tests for :func:`ghhook.decision.decide`: every routing rule,
-from an event name and payload to Pong, Ignore or Deploy.
+Table-driven tests for :mod:`ghhook.decision`: :func:`classify` (what a
+delivery is, for any app), :func:`match` (whether one app takes a push) and
+:func:`decide`, the two together for one app.
 """
 
 from __future__ import annotations
@@ -9,8 +10,18 @@ from typing import Any
 
 import pytest
 
-from ghhook.decision import BadDelivery, Deploy, Ignore, Pong, Tracked, decide
-from ghhook.delivery import ZERO_SHA, Push
+from ghhook.config import AppSettings
+from ghhook.decision import (
+    BadDelivery,
+    Deploy,
+    Ignore,
+    Pong,
+    Tracked,
+    classify,
+    decide,
+    match,
+)
+from ghhook.delivery import ZERO_SHA, Push, parse_push
 
 SHA_A = "a" * 40
 SHA_B = "b" * 40
@@ -100,8 +111,14 @@ def push(
         pytest.param(
             push(ref="refs/tags/v1", repository="example/other"),
             MAIN_IN_APP,
+            "tag push 'refs/tags/v1' does not deploy",
+            id="app-independent-rules-first",
+        ),
+        pytest.param(
+            push(ref="refs/heads/dev", repository="example/other"),
+            MAIN_IN_APP,
             "push to repository 'example/other', not 'Example/App'",
-            id="repository-checked-first",
+            id="repository-before-branch",
         ),
     ],
 )
@@ -206,3 +223,98 @@ def test_bad_push_raises(payload: dict[str, Any]) -> None:
 def test_tracked_defaults_to_no_repository() -> None:
     """Tracked without a repository accepts pushes from any repository."""
     assert Tracked("main").repository is None
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "expected"),
+    [
+        pytest.param("ping", {"zen": "z", "hook_id": 7}, Pong("z", 7), id="ping"),
+        pytest.param(
+            "issues", push(), Ignore("event 'issues' does not deploy; only push does"), id="event"
+        ),
+        pytest.param(
+            "push",
+            push(ref="refs/tags/v1"),
+            Ignore("tag push 'refs/tags/v1' does not deploy"),
+            id="tag",
+        ),
+        pytest.param(
+            "push",
+            push(ref="refs/pull/1/head"),
+            Ignore("ref 'refs/pull/1/head' is not a branch"),
+            id="not-a-branch",
+        ),
+        pytest.param(
+            "push", push(after=ZERO_SHA), Ignore("branch 'main' was deleted"), id="deleted"
+        ),
+        pytest.param(
+            "push",
+            push(ref="refs/heads/dev", repository="anyone/else"),
+            parse_push(push(ref="refs/heads/dev", repository="anyone/else")),
+            id="any-branch-of-any-repository-is-a-push",
+        ),
+    ],
+)
+def test_classify_settles_what_no_app_changes(
+    event: str, payload: dict[str, Any], expected: object
+) -> None:
+    """Pings, other events, tags, deletions and non-branch refs need no app; pushes do."""
+    assert classify(event, payload) == expected
+
+
+def test_classify_refuses_a_bad_push() -> None:
+    """A malformed push is a 400 whatever app it might be for."""
+    with pytest.raises(BadDelivery):
+        classify("push", push(after="bad", repository="someone/else"))
+
+
+def settings(branch: str, repository: str | None) -> AppSettings:
+    return AppSettings(
+        repo="/srv/app",
+        git_dir="/srv/app/.git",
+        remote="origin",
+        branch=branch,
+        git="/usr/bin/git",
+        repository=repository,
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "branch", "repository", "expected"),
+    [
+        pytest.param(push(), "main", None, None, id="any-repository"),
+        pytest.param(push(repository="EXAMPLE/app"), "main", "example/APP", None, id="case"),
+        pytest.param(
+            push(ref="refs/heads/dev"),
+            "main",
+            None,
+            Ignore("push to branch 'dev'; only 'main' deploys"),
+            id="branch",
+        ),
+        pytest.param(
+            push(repository="fork/app"),
+            "main",
+            "example/app",
+            Ignore("push to repository 'fork/app', not 'example/app'"),
+            id="repository",
+        ),
+        pytest.param(
+            push(repository=None),
+            "main",
+            "example/app",
+            Ignore("push to repository None, not 'example/app'"),
+            id="unnamed-repository",
+        ),
+    ],
+)
+@pytest.mark.parametrize("as_settings", [False, True], ids=["tracked", "app-settings"])
+def test_match_one_app(
+    payload: dict[str, Any],
+    branch: str,
+    repository: str | None,
+    expected: Ignore | None,
+    as_settings: bool,
+) -> None:
+    """An app's settings match a push as a Tracked does, with today's reasons."""
+    target = settings(branch, repository) if as_settings else Tracked(branch, repository)
+    assert match(parse_push(payload), target) == expected

@@ -38,7 +38,7 @@ def test_github_published_vector() -> None:
     """sign() reproduces GitHub's documented example and verify() accepts it."""
     assert sign(GITHUB_BODY, GITHUB_SECRET) == GITHUB_SHA256
     verdict = verify(GITHUB_BODY, [GITHUB_SECRET], GITHUB_SHA256)
-    assert verdict == Verdict(Outcome.VALID, "sha256 signature verified")
+    assert verdict == Verdict(Outcome.VALID, "sha256 signature verified", GITHUB_SECRET)
     assert verdict.valid
 
 
@@ -120,13 +120,74 @@ def test_missing_reason_names_the_sha256_header() -> None:
 )
 @pytest.mark.parametrize("algorithm", ["sha256", "sha1"])
 def test_secret_rotation(secrets: list[bytes], expected: Outcome, algorithm: str) -> None:
-    """Any one of several secrets verifies, for either algorithm, in any position."""
+    """
+    Any one of several secrets verifies, for either algorithm, in any
+    position; the verdict names the one that did, and none when none did.
+    """
     header = sign(BODY, SECRET, algorithm)
     if algorithm == "sha256":
         verdict = verify(BODY, secrets, header)
     else:
         verdict = verify(BODY, secrets, None, header)
     assert verdict.outcome is expected
+    assert verdict.secret == (SECRET if expected is Outcome.VALID else None)
+
+
+@pytest.mark.parametrize(
+    ("sha256_header", "sha1_header"),
+    [
+        pytest.param(None, None, id="missing"),
+        pytest.param("garbage", None, id="malformed"),
+        pytest.param(sign(BODY, b"stranger"), None, id="mismatch"),
+    ],
+)
+def test_only_a_valid_verdict_names_a_secret(
+    sha256_header: str | None, sha1_header: str | None
+) -> None:
+    """A refused delivery is tied to no secret, so it reaches no app."""
+    assert verify(BODY, [SECRET, OTHER], sha256_header, sha1_header).secret is None
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_every_secret_is_computed_whichever_matches(
+    monkeypatch: pytest.MonkeyPatch, position: int
+) -> None:
+    """
+    No early exit: one HMAC and one constant-time comparison per secret,
+    wherever the matching one sits, so timing does not tell which matched.
+    """
+    made: list[bytes] = []
+    compared: list[bytes] = []
+    real_new, real_compare = hmac.new, hmac.compare_digest
+
+    def new(key: bytes, msg: bytes, digestmod: str) -> hmac.HMAC:
+        made.append(key)
+        return real_new(key, msg, digestmod)
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append(a)
+        return real_compare(a, b)
+
+    monkeypatch.setattr(hmac, "new", new)
+    monkeypatch.setattr(hmac, "compare_digest", compare_digest)
+    secrets = [b"one", b"two", b"three"]
+    secrets[position] = SECRET
+    verdict = verify(BODY, secrets, SHA256)
+    assert verdict.valid and verdict.secret == SECRET
+    assert made == secrets
+    assert len(compared) == len(secrets)
+
+
+def test_a_secret_repeated_across_apps_is_named_once() -> None:
+    """With the same secret listed twice (two apps share it), the verdict names it."""
+    assert verify(BODY, [OTHER, SECRET, SECRET], SHA256).secret == SECRET
+
+
+def test_the_matching_secret_stays_out_of_repr() -> None:
+    """A verdict may be logged whole: its repr never shows the secret."""
+    verdict = verify(BODY, [SECRET], SHA256)
+    assert verdict.secret == SECRET
+    assert SECRET.decode() not in repr(verdict) and SECRET.decode() not in str(verdict)
 
 
 @pytest.mark.parametrize(
