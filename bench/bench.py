@@ -639,7 +639,7 @@ class Bench:
             status, body = await asyncio.wait_for(conns[0].exchange(self.push_request(sha)), 10)
             if status != 202:
                 raise CannotRun(f"the first push was answered {status}: {body!r}")
-            deploy = json.loads(body)["deploy"]
+            deploy = json.loads(body)["deploys"][0]["deploy"]
             # The slow upload-pack marks its start: the pull is now waiting on it.
             if not wait_for(lambda: self.marks_count() > marks, 10, interval=0.002):
                 raise CannotRun("the pull did not start within 10 s")
@@ -717,7 +717,8 @@ class Bench:
                 )
                 for (status, body), sha in zip(answers, batch, strict=True):
                     answer = json.loads(body)
-                    kind = "coalesced" if answer.get("coalesced") else "queued"
+                    deploys = answer.get("deploys") or [{}]
+                    kind = "coalesced" if deploys[0].get("coalesced") else "queued"
                     acks[f"{status} {kind}" if status == 202 else str(status)] += 1
                     mismatched += status == 202 and answer.get("after") != sha
             last_ack = time.monotonic()

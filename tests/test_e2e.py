@@ -306,7 +306,7 @@ def test_sigquit_and_sigusr2_stop_cleanly_during_a_slow_build(
     assert f"received {sig.name}, shutting down" in d.log()
     assert not alive(pid), "the build is stopped with the daemon"
     assert not d.pidfile.exists()
-    result = _journal_result(tmp_path / "ghhook.sqlite3", answer["deploy"])
+    result = _journal_result(tmp_path / "ghhook.sqlite3", answer["deploys"][0]["deploy"])
     assert result not in ("running", "queued"), result
     assert restarts(git) == [], "a stopped deploy restarts nothing"
 
