@@ -1,12 +1,15 @@
 """
 Settings checked before the reactor runs: values, the secret, the child
 environment, and what would fail every deploy (the branch, git's view of the
-clone, the --uid user's access, ports in use). The one place where ghhook
-runs a subprocess synchronously: nothing listens or runs yet.
+clone, the --uid user's access, ports in use). :mod:`ghhook.config` applies
+them to each app and to the daemon. The one place where ghhook runs a
+subprocess synchronously: nothing listens or runs yet (a reload, under the
+reactor, skips those checks).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pwd
 import shlex
@@ -33,6 +36,8 @@ def positive_float(value: str) -> float:
         raise ValueError("not a number of seconds") from None
     if not number > 0:
         raise ValueError("must be a positive number of seconds")
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number of seconds")
     return number
 
 
@@ -57,7 +62,7 @@ def command(value: str) -> tuple[str, ...]:
     return argv
 
 
-def child_environment(environ: dict[str, str]) -> dict[str, str]:
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of every step: ours without the secret, git never prompting."""
     env = {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
     env["GIT_TERMINAL_PROMPT"] = "0"
@@ -65,28 +70,50 @@ def child_environment(environ: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def read_secrets(secret_file: str | None, environ: dict[str, str]) -> tuple[bytes, ...]:
-    """The secrets to verify with: the file's lines, else an environment variable."""
-    if secret_file is not None:
-        try:
-            text = Path(secret_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = getattr(e, "strerror", None) or str(e)
-            raise usage.UsageError(
-                f"--secret-file {secret_file}: cannot read it: {reason}"
-            ) from None
-        secrets = load_secrets(text)
-        if not secrets:
-            raise usage.UsageError(f"--secret-file {secret_file} holds no secret")
-        return secrets
+def secrets_in_file(path: str | Path) -> tuple[bytes, ...]:
+    """
+    The secrets a secret file holds, one per line (none when it holds none).
+
+    :raises ValueError: ``cannot read it: <reason>``.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ValueError(f"cannot read it: {reason}") from None
+    return load_secrets(text)
+
+
+def secrets_in_environment(environ: Mapping[str, str]) -> tuple[bytes, ...]:
+    """The secrets of ``$GHHOOK_SECRET``, else of ``$GITHUB_SECRET``; none when unset."""
     for name in SECRET_VARIABLES:
         secrets = load_secrets(environ.get(name, ""))
         if secrets:
             return secrets
-    raise usage.UsageError(
-        "no webhook secret: give --secret-file FILE (one secret per line),"
-        " or set GHHOOK_SECRET (or GITHUB_SECRET) in the environment"
-    )
+    return ()
+
+
+#: The sentence for no secret at all from the single-repo options.
+NO_SECRET = (
+    "no webhook secret: give --secret-file FILE (one secret per line),"
+    " or set GHHOOK_SECRET (or GITHUB_SECRET) in the environment"
+)
+
+
+def read_secrets(secret_file: str | None, environ: Mapping[str, str]) -> tuple[bytes, ...]:
+    """The secrets to verify with: the file's lines, else an environment variable."""
+    if secret_file is not None:
+        try:
+            secrets = secrets_in_file(secret_file)
+        except ValueError as e:
+            raise usage.UsageError(f"--secret-file {secret_file}: {e}") from None
+        if not secrets:
+            raise usage.UsageError(f"--secret-file {secret_file} holds no secret")
+        return secrets
+    secrets = secrets_in_environment(environ)
+    if not secrets:
+        raise usage.UsageError(NO_SECRET)
+    return secrets
 
 
 def checked_out_branch(gdir: Path) -> str | None:
@@ -125,6 +152,8 @@ def run_as(twistd: Mapping[str, Any]) -> RunAs | None:
     """
     Whom twistd will run ghhook as after ``--uid``/``--gid``, when that is
     another user than now and we are root to check as them; else None.
+
+    :raises ValueError: with the line to show, for a uid no user has.
     """
     uid, gid = twistd.get("uid"), twistd.get("gid")
     if uid is None or uid == os.geteuid() or os.geteuid() != 0:
@@ -132,7 +161,7 @@ def run_as(twistd: Mapping[str, Any]) -> RunAs | None:
     try:
         entry = pwd.getpwuid(uid)
     except KeyError:
-        raise usage.UsageError(f"--uid {uid}: no such user") from None
+        raise ValueError(f"--uid {uid}: no such user") from None
     if gid is None:
         gid = entry.pw_gid
     return RunAs(uid, gid, entry.pw_name, tuple(os.getgrouplist(entry.pw_name, gid)))
@@ -215,29 +244,82 @@ def inaccessible(user: RunAs, paths: Iterable[Path]) -> Path | None:
     return None
 
 
-def check_listening(endpoints: Iterable[tuple[str, str]]) -> None:
+def endpoint_problem(description: str) -> str | None:
+    """Why ``description`` is no server endpoint Twisted can parse; None when it is one."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:  # noqa: BLE001 - parsers raise many kinds
+        return f"not a valid endpoint ({e})"
+    return None
+
+
+def bind_refusal(description: str) -> str | None:
     """
-    Refuse a TCP (or SSL) endpoint whose address cannot be bound now: in use,
-    privileged, not on this host. A trial bind with SO_REUSEADDR, as Twisted
-    binds, then closed at once: nothing listens.
+    Why a TCP (or SSL) endpoint's address cannot be bound now: in use,
+    privileged, not on this host; None when it can, or is no TCP endpoint. A
+    trial bind with SO_REUSEADDR, as Twisted binds, then closed at once:
+    nothing listens.
     """
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    for option, description in endpoints:
-        endpoint = serverFromString(reactor, description)
-        # The parsed port and interface; UNIX and systemd endpoints have none.
-        port = getattr(endpoint, "_port", None)
-        interface = getattr(endpoint, "_interface", None)
-        if not isinstance(port, int) or not isinstance(interface, str) or port == 0:
-            continue
-        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as trial:
-            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                trial.bind((interface, port))
-            except OSError as e:
-                where = f"{interface}:{port}" if interface else f"port {port}"
-                raise usage.UsageError(
-                    f"{option} {description}: cannot listen on {where}: {e.strerror or e}"
-                ) from None
+    endpoint = serverFromString(reactor, description)
+    # The parsed port and interface; UNIX and systemd endpoints have none.
+    port = getattr(endpoint, "_port", None)
+    interface = getattr(endpoint, "_interface", None)
+    if not isinstance(port, int) or not isinstance(interface, str) or port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as trial:
+        trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            trial.bind((interface, port))
+        except OSError as e:
+            where = f"{interface}:{port}" if interface else f"port {port}"
+            return f"cannot listen on {where}: {e.strerror or e}"
+    return None
+
+
+def file_refusal(
+    pidfile: Path | None, state: Path, user: RunAs | None, elsewhere: str
+) -> tuple[str, str] | None:
+    """
+    twistd writes the pidfile as the user it starts as, then removes it at
+    stop as --uid; the journal is created as --uid. Say what either user
+    could not do, before twistd writes the pidfile: ``("pidfile", why)`` or
+    ``("state", why)``; None when both can.
+
+    :param elsewhere: the advice for a journal directory that user cannot
+        write, e.g. ``choose another --rundir``.
+    """
+    if pidfile is not None and not pidfile.exists():
+        if not pidfile.parent.is_dir():
+            return "pidfile", f"no such directory: {pidfile.parent}"
+        if not os.access(pidfile.parent, os.W_OK | os.X_OK):
+            return "pidfile", f"twistd cannot create it: no write permission in {pidfile.parent}"
+    if user is None:
+        return None
+    wal, shm = Path(f"{state}-wal"), Path(f"{state}-shm")
+    paths = [state.parent, state, wal, shm]
+    if pidfile is not None:
+        paths.append(pidfile.parent)
+    blocked = inaccessible(user, paths)
+    if blocked is None:
+        return None
+    if pidfile is not None and blocked == pidfile.parent and blocked != state.parent:
+        return "pidfile", (
+            f"the --uid user {user} cannot write in {blocked}, so twistd could not remove"
+            f" the pidfile at stop; put it in a directory that user can write"
+        )
+    if blocked == state.parent:
+        also = ""
+        if pidfile is not None and pidfile.parent == blocked:
+            also = " (and twistd's pidfile, removed at stop)"
+        return "state", (
+            f"the --uid user {user} cannot create files in {blocked}, where the journal"
+            f" goes{also}; make that directory writable by that user, or {elsewhere}"
+        )
+    return "state", f"the --uid user {user} cannot write {blocked}; chown it to that user"

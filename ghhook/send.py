@@ -30,6 +30,8 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 import ghhook
+from ghhook.checkconfig import CheckConfigOptions
+from ghhook.checkconfig import check as check_config
 from ghhook.checks import child_environment, positive_float, read_secrets
 from ghhook.delivery import SHA_RE, ZERO_SHA
 from ghhook.gitrepo import NotAClone, current_branch, git_dir, github_repository, remote_url
@@ -136,6 +138,12 @@ class Options(usage.Options):
     longdesc = "Tools around a ghhook daemon (the daemon itself runs as `twistd ghhook`)."
     subCommands = [
         ["send", None, SendOptions, "Post a signed test delivery to a hook."],
+        [
+            "check-config",
+            None,
+            CheckConfigOptions,
+            "Validate a config file as the daemon would and list its apps (exit 0, or 2).",
+        ],
     ]
 
     def opt_version(self) -> NoReturn:
@@ -144,7 +152,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("give a command: send (see --help)")
+            raise usage.UsageError("give a command: send or check-config (see --help)")
 
 
 def _print_version() -> NoReturn:
@@ -352,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         prefix = f"ghhook {config.subCommand}" if config.subCommand else "ghhook"
         print(f"{prefix}: {e}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    if config.subCommand == "check-config":
+        sys.exit(check_config(config.subOptions["path"], os.environ, sys.stdout, sys.stderr))
     react(_react_main, (config.subOptions,))
 
 

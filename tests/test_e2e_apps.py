@@ -73,10 +73,14 @@ def config(host: Host, apps: tuple[str, ...] = ("api", "api-staging", "blog")) -
 
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
+    (tmp_path / "api").mkdir()
+    (tmp_path / "blog").mkdir()
     api = GitFixture.create(tmp_path / "api")
     run_git(api.work, "push", "--quiet", "origin", "HEAD:staging")
     staging = tmp_path / "api" / "staging"
-    run_git(tmp_path / "api", "clone", "--quiet", "--branch", "staging", str(api.remote), str(staging))
+    run_git(
+        tmp_path / "api", "clone", "--quiet", "--branch", "staging", str(api.remote), str(staging)
+    )
     run_git(api.work, "branch", "--quiet", "--track", "staging", "origin/staging")
     blog = GitFixture.create(tmp_path / "blog")
     return Host(api, staging, blog)
@@ -151,7 +155,8 @@ def test_sighup_during_a_burst_loses_no_push(host: Host, daemon: Daemon) -> None
             ("blog", "me/blog", "main"),
         ):
             code, answer = daemon.push(last[app], branch=branch, repository=repository)
-            assert code == 202, answer
+            # An earlier deploy's pull may have fetched this commit already.
+            assert code == 202 or "is already deployed" in answer["ignored"], answer
         if round == 1:
             # A changed timeout for every app: each engine takes new settings.
             daemon.write_config(config(host).replace("timeout = 60", "timeout = 120"))
@@ -168,9 +173,7 @@ def test_sighup_during_a_burst_loses_no_push(host: Host, daemon: Daemon) -> None
     assert daemon.running()
 
 
-def test_a_broken_reload_changes_nothing_and_a_good_one_applies(
-    host: Host, daemon: Daemon
-) -> None:
+def test_a_broken_reload_changes_nothing_and_a_good_one_applies(host: Host, daemon: Daemon) -> None:
     good = config(host)
     daemon.write_config(good.replace("[apps.blog]", "[apps.blog]\nrestrat = 'x'\n"))
     daemon.send(signal.SIGHUP)

@@ -210,11 +210,12 @@ def test_twistd_logs_json_lines_with_this_observer(git: GitFixture, tmp_path: Pa
         assert process.stdout is not None
         process.stdout.close()
     assert stderr == ""
-    serving = next(r for r in records if "ghhook serving" in r["text"])
-    assert serving["namespace"] == "ghhook"
+    assert any(r["text"] == "ghhook serving 1 app: clone" for r in records)
+    serving = next(r for r in records if r["text"].startswith("clone: serving "))
+    assert serving["namespace"] == "ghhook.deployer" and serving["app"] == "clone"
     assert serving["repo"] == str(git.clone)
     assert serving["branch"] == "main"
-    queued = next(r for r in records if r["namespace"] == "ghhook.deployer")
+    queued = next(r for r in records if "deploy" in r and r["namespace"] == "ghhook.deployer")
     assert queued["deploy"] == 1 and queued["trigger"] == "catch-up"
     assert all(set(r) >= {"time", "level", "namespace", "text"} for r in records)
     assert "json log secret" not in json.dumps(records)

@@ -237,3 +237,40 @@ def test_a_listener_that_fails_after_the_checks_stops_the_daemon_with_one_line(
     assert not pidfile.exists()
     log = logfile.read_text()
     assert "ghhook cannot start: --listen unix:" in log and "Traceback" not in log
+
+
+def test_every_problem_of_a_config_file_is_a_line_before_anything_listens(
+    git: GitFixture, tmp_path: Path
+) -> None:
+    port = free_port()
+    pidfile = tmp_path / "ghhook.pid"
+    config = tmp_path / "ghhook.toml"
+    config.write_text(
+        f'listen = "tcp:{port}:interface=127.0.0.1"\nadmin_listen = []\n'
+        '[defaults]\nsecret_env = "APP_SECRET"\n'
+        f'[apps.site]\nrepo = "{git.clone}"\nbranch = "prod"\n'
+        '[apps.Other]\nrepo = "nowhere"\n'
+    )
+    done = run_twistd(
+        ["-n", "--pidfile", str(pidfile), "ghhook", "--config", str(config)], tmp_path, env()
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        f"ghhook: {config}: defaults.secret_env: $APP_SECRET is not set in ghhook's environment",
+        f"ghhook: {config}: apps.site.branch: the clone {git.clone} is on branch main, and"
+        f" deploys pull into the branch it is on; check out prod there (git -C {git.clone}"
+        ' switch prod), or set branch = "main"',
+        f"ghhook: {config}: apps.Other: not a valid app name (lower-case letters, digits, - and"
+        " _, starting with a letter or digit)",
+        f"ghhook: {config}: apps.Other.repo: {tmp_path}/nowhere is not a directory",
+    ]
+    assert not pidfile.exists() and not listening(port)
+
+
+def test_config_and_repo_together_are_refused(git: GitFixture, tmp_path: Path) -> None:
+    done = run_twistd(
+        ["-n", "--pidfile=", "ghhook", "--config", "x.toml", "--repo", str(git.clone)],
+        tmp_path,
+        env(),
+    )
+    assert refused(done) == "ghhook: give --config FILE or --repo PATH, not both"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import attrs
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -27,6 +28,8 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 
+from ghhook.checks import run_as
+from ghhook.config import DaemonSettings
 from ghhook.journal import JournalError
 from ghhook.service import (
     CHECKPOINT_INTERVAL,
@@ -145,7 +148,8 @@ class StubJournal:
         self.checkpoint = checkpoint or Checkpointed()
         self.opened = self.closed = False
 
-    def open(self) -> StubJournal:
+    def open(self, upgrade_app: str = "app") -> StubJournal:
+        self.upgrade_app = upgrade_app
         if self.open_error is not None:
             raise self.open_error
         self.opened = True
@@ -154,19 +158,26 @@ class StubJournal:
     def checkpoint_elsewhere(self) -> None:
         pass
 
-    def get(self, key: str) -> str | None:
-        return None
+    def close_unfinished(self, finished: float, exclude: Any = ()) -> list[int]:
+        return []
 
     def close(self) -> None:
         self.closed = True
 
 
+@attrs.frozen
+class StubApp:
+    name: str = "app"
+
+
+@attrs.frozen
 class StubSettings:
-    repo = "/srv/app"
-    branch = "main"
+    apps: tuple[StubApp, ...] = (StubApp(),)
 
 
-class StubDeployer:
+class StubEngines:
+    """What the top service asks of the engines: start them, stop them."""
+
     settings = StubSettings()
 
     def __init__(self, start_error: JournalError | None = None) -> None:
@@ -185,12 +196,12 @@ class StubDeployer:
 
 def service(
     journal: StubJournal,
-    deployer: StubDeployer | None = None,
+    engines: StubEngines | None = None,
     reactor: Any = None,
     twistd: dict[str, Any] | None = None,
 ) -> GhhookService:
     return GhhookService(
-        cast(Any, journal), cast(Any, deployer or StubDeployer()), reactor or Clock(), twistd
+        cast(Any, journal), cast(Any, engines or StubEngines()), reactor or Clock(), twistd
     )
 
 
@@ -399,8 +410,8 @@ def test_a_journal_error_at_start_ends_the_daemon_with_one_line(
     reason = "cannot open the journal /var/lib/ghhook/ghhook.sqlite3: database is locked"
     before = signal.getsignal(signal.SIGQUIT)
     journal = StubJournal(open_error=JournalError(reason))
-    deployer = StubDeployer()
-    top = service(journal, deployer, twistd=twistd.options)
+    engines = StubEngines()
+    top = service(journal, engines, twistd=twistd.options)
     bound = Endpoint()
     top.listen("--listen", "tcp:8000", listener(bound))
     top.privilegedStartService()  # twistd binds before it drops privileges
@@ -409,7 +420,7 @@ def test_a_journal_error_at_start_ends_the_daemon_with_one_line(
     assert line == f"ghhook: {reason}"
     assert [e["reason"] for e in critical] == [reason]
     assert not bound.listening, "nothing is left listening"
-    assert not deployer.started and not journal.closed
+    assert not engines.started and not journal.closed
     assert signal.getsignal(signal.SIGQUIT) == before, "no handler installed"
 
 
@@ -417,8 +428,8 @@ def test_a_journal_error_from_the_engines_start_closes_what_was_opened(
     twistd: Twistd, capfd: pytest.CaptureFixture[str]
 ) -> None:
     journal = StubJournal()
-    engine = StubDeployer(JournalError("the journal /j failed: disk I/O error"))
-    top = service(journal, engine, twistd=twistd.options)
+    engines = StubEngines(JournalError("the journal /j failed: disk I/O error"))
+    top = service(journal, engines, twistd=twistd.options)
     bound = Endpoint()
     top.listen("--admin-listen", "tcp:9000", listener(bound))
     top.privilegedStartService()
@@ -485,7 +496,7 @@ def refused(git: GitFixture, *args: str, parent: dict[str, Any] | None = None) -
 @pytest.mark.usefixtures("secret")
 def test_keep_deploys_reaches_the_journal(git: GitFixture, tmp_path: Path) -> None:
     options = parse(git, "--admin-listen", "none", "--state", str(tmp_path / "j.sqlite3"))
-    assert options["keep-deploys"] == 1000
+    assert options["settings"].keep_deploys == 1000
     options = parse(
         git, "--admin-listen", "none", "--state", str(tmp_path / "j.sqlite3"), "--keep-deploys", "7"
     )
@@ -520,7 +531,7 @@ def test_a_rebase_left_by_a_crash_counts_as_its_branch(git: GitFixture) -> None:
     rebase = git.clone / ".git" / "rebase-merge"
     rebase.mkdir()
     (rebase / "head-name").write_text("refs/heads/main\n")
-    assert parse(git, "--admin-listen", "none")["branch"] == "main"
+    assert parse(git, "--admin-listen", "none")["settings"].apps[0].branch == "main"
     assert "is on branch main" in refused(git, "--branch", "prod")
 
 
@@ -598,7 +609,8 @@ def test_git_is_asked_as_the_uid_user(public: GitFixture) -> None:
     for path in (public.clone, *public.clone.rglob("*")):
         os.lchown(path, NOBODY, NOBODY)
     options = parse(public, "--admin-listen", "none", parent=as_nobody(run))
-    assert options["run-as"].uid == NOBODY and options["run-as"].gid == NOBODY
+    user = run_as(options.twistd())
+    assert user is not None and user.uid == NOBODY and user.gid == NOBODY
 
 
 @as_root
@@ -625,3 +637,72 @@ def test_files_the_uid_user_cannot_write_are_refused(public: GitFixture) -> None
     assert "could not remove the pidfile at stop" in message
     shutil.chown(pids, NOBODY)
     parse(public, "--admin-listen", "none", parent=as_nobody(run, pidfile=str(pids / "t.pid")))
+
+
+# --config: the apps of a file instead of the single-repo options
+
+
+def config_file(tmp_path: Path, git: GitFixture, text: str = "") -> Path:
+    (tmp_path / "secret").write_text("s\n")
+    file = tmp_path / "ghhook.toml"
+    file.write_text(
+        'listen = "tcp:0"\nadmin_listen = []\n'
+        f'state = "{tmp_path / "j.sqlite3"}"\n'
+        f'[defaults]\nsecret_file = "secret"\n[apps.site]\nrepo = "{git.clone}"\n{text}'
+    )
+    return file
+
+
+def exit_lines(*args: str) -> list[str]:
+    with pytest.raises(SystemExit) as exit:
+        Options().parseOptions(list(args))
+    lines = str(exit.value.code).splitlines()
+    assert all(line.startswith("ghhook: ") for line in lines), lines
+    return [line.removeprefix("ghhook: ") for line in lines]
+
+
+def test_config_gives_the_files_settings(git: GitFixture, tmp_path: Path) -> None:
+    options = Options()
+    options.parseOptions(["--config", str(config_file(tmp_path, git))])
+    settings = options["settings"]
+    assert isinstance(settings, DaemonSettings)
+    assert [app.name for app in settings.apps] == ["site"]
+    assert settings.source == str(tmp_path / "ghhook.toml")
+    assert settings.state == str(tmp_path / "j.sqlite3")
+
+
+def test_config_and_repo_exclude_each_other(git: GitFixture, tmp_path: Path) -> None:
+    file = config_file(tmp_path, git)
+    assert exit_lines("--config", str(file), "--repo", str(git.clone), "--branch", "main") == [
+        "give --config FILE or --repo PATH, not both"
+    ]
+
+
+def test_with_config_other_options_are_refused_naming_their_key(
+    git: GitFixture, tmp_path: Path
+) -> None:
+    file = config_file(tmp_path, git)
+    args = ["--config", str(file), "--branch", "main", "--listen", "tcp:0", "--name", "x"]
+    assert exit_lines(*args) == [
+        "--branch: with --config every setting is in the file; put it there as branch"
+        " (in [defaults] or an app's table)",
+        "--listen: with --config every setting is in the file; put it there as listen"
+        " (at the top of the file)",
+        "--name: with --config each app is named by its table in the file, [apps.NAME]",
+    ]
+
+
+def test_every_problem_of_the_file_is_a_line_of_its_own(git: GitFixture, tmp_path: Path) -> None:
+    file = config_file(tmp_path, git, 'restrat = "x"\ntimeout = -1\n')
+    assert exit_lines("--config", str(file)) == [
+        f"{file}: apps.site.restrat: unknown key 'restrat'; did you mean 'restart'?",
+        f"{file}: apps.site.timeout: must be a positive number of seconds",
+    ]
+
+
+@pytest.mark.usefixtures("secret")
+def test_the_option_app_is_named_by_name_or_its_clone(git: GitFixture) -> None:
+    assert parse(git, "--admin-listen", "none")["settings"].apps[0].name == "clone"
+    options = parse(git, "--admin-listen", "none", "--name", "site")
+    assert options["settings"].apps[0].name == "site"
+    assert options["settings"].apps[0].hook_path == "/hooks/site"
