@@ -27,7 +27,6 @@ from ghhook.deployer import Deployer
 log = Logger(namespace="ghhook.engines")
 
 
-
 class Slots:
     """
     At most ``limit`` deploys at once, handed out in arrival order. Like

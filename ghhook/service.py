@@ -203,7 +203,9 @@ class GhhookService(MultiService):
         twistd: MutableMapping[str, Any] | None = None,
         raise_limit: Callable[[], tuple[int, int]] = raise_open_file_limit,
         load: Callable[[], DaemonSettings] | None = None,
-        on_reload: Callable[[DaemonSettings, DaemonSettings | None], object] = lambda new, old: None,
+        on_reload: Callable[[DaemonSettings, DaemonSettings | None], object] = lambda new, old: (
+            None
+        ),
     ) -> None:
         """
         :param twistd: twistd's options, for its pidfile and the status pipe a
@@ -277,8 +279,7 @@ class GhhookService(MultiService):
             closed = self.journal.close_unfinished(time.time(), exclude=configured)
             if closed:
                 log.warn(
-                    "deploys {ids} of apps no longer configured were cut off by the"
-                    " previous stop",
+                    "deploys {ids} of apps no longer configured were cut off by the previous stop",
                     ids=closed,
                 )
             self.engines.start()

@@ -117,24 +117,28 @@ class Daemon:
                 str(self.config_path),
                 *extra,
             ]
-        self.args = self.args if config is not None else [
-            "-n",
-            "--pidfile",
-            str(self.pidfile),
-            *twistd_args,
-            "ghhook",
-            "--repo",
-            str(repo),
-            "--secret-file",
-            str(secret_file),
-            "--listen",
-            f"tcp:{self.port}:interface=127.0.0.1{listen_options}",
-            "--state",
-            str(workdir / "ghhook.sqlite3"),
-            "--admin-listen",
-            f"tcp:{self.admin_port}:interface=127.0.0.1",
-            *extra,
-        ]
+        self.args = (
+            self.args
+            if config is not None
+            else [
+                "-n",
+                "--pidfile",
+                str(self.pidfile),
+                *twistd_args,
+                "ghhook",
+                "--repo",
+                str(repo),
+                "--secret-file",
+                str(secret_file),
+                "--listen",
+                f"tcp:{self.port}:interface=127.0.0.1{listen_options}",
+                "--state",
+                str(workdir / "ghhook.sqlite3"),
+                "--admin-listen",
+                f"tcp:{self.admin_port}:interface=127.0.0.1",
+                *extra,
+            ]
+        )
         self.env = env or environment()
         self.nofile = nofile
         self.secret_file = secret_file

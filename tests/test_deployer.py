@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from ghhook.decision import Ignore
 from ghhook.config import AppSettings
+from ghhook.decision import Ignore
 from ghhook.deployer import DEPLOYED, Deployer, Submission
 from ghhook.journal import Journal
 from tests.fakes import FakeRunner

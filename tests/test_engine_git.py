@@ -11,8 +11,8 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from ghhook.checks import child_environment
-from ghhook.decision import Ignore
 from ghhook.config import AppSettings
+from ghhook.decision import Ignore
 from ghhook.deployer import Deployer, Submission
 from ghhook.gitrepo import in_rebase
 from ghhook.journal import Journal

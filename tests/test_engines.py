@@ -214,9 +214,7 @@ def test_a_changed_app_uses_its_new_settings_from_its_next_deploy(tmp_path: Path
     host.turn()
     new = host.settings(["blog"])
     new = attrs.evolve(new, apps=(attrs.evolve(new.apps[0], restart=("/bin/new-restart",)),))
-    assert host.engines.apply(new) == [
-        "app blog changed; its next deploy uses the new settings"
-    ]
+    assert host.engines.apply(new) == ["app blog changed; its next deploy uses the new settings"]
     host.runners["blog"].pull_to(B)  # the catch-up started with the old settings
     host.turn()
     assert host.runners["blog"].calls[-1].argv == ("/bin/restart-blog",)
