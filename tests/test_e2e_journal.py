@@ -83,3 +83,30 @@ def test_a_corrupt_journal_is_refused_at_start_with_one_line(
     assert done.returncode != 0
     assert len(output.strip().splitlines()) == 1 and "Traceback" not in output, output
     assert str(state) in output and "corrupt" in output and "move it aside" in output
+
+
+def test_a_journal_of_the_previous_release_is_upgraded_for_the_app(
+    git: GitFixture, tmp_path: Path
+) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "journal-v0.sqlite3"
+    (tmp_path / "ghhook.sqlite3").write_bytes(fixture.read_bytes())
+    daemon = Daemon(tmp_path, git.clone, "--name", "shop").start()
+    try:
+        deploys = eventually(
+            lambda: (
+                [d for d in daemon.status("shop")["deploys"] if d["id"] > 5]
+                and daemon.status("shop")["deploys"]
+            ),
+            what="the catch-up after the upgrade",
+        )
+        assert [d["id"] for d in deploys][-5:] == [5, 4, 3, 2, 1], "the old history is the app's"
+        assert {d["result"] for d in deploys[-5:]} >= {"deployed", "rolled_back", "failed"}
+        assert "upgraded" in daemon.log()
+    finally:
+        daemon.stop()
+    db = sqlite3.connect(tmp_path / "ghhook.sqlite3")
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert {row[0] for row in db.execute("SELECT DISTINCT app FROM deploys")} == {"shop"}
+    finally:
+        db.close()
