@@ -149,11 +149,38 @@ class DaemonSettings:
         return None
 
     #: Settings a reload cannot change in a running daemon.
-    RESTART_ONLY = ("listen", "admin_listen", "state")
-
     def needs_restart(self, other: DaemonSettings) -> list[str]:
-        """The keys that differ in ``other`` but apply only at the next start."""
-        return [key for key in self.RESTART_ONLY if getattr(self, key) != getattr(other, key)]
+        """
+        The file's keys that differ in ``other`` but apply only at the next
+        start: the listeners, the journal, the shared path, the front door.
+        """
+        changed = [
+            key
+            for key, attribute in _RESTART_ONLY.items()
+            if getattr(self, attribute) != getattr(other, attribute)
+        ]
+        changed += [
+            key for key in _LIMIT_KEYS if getattr(self.limits, key) != getattr(other.limits, key)
+        ]
+        return changed
+
+
+#: Daemon keys a reload does not apply, and the attribute each one sets.
+_RESTART_ONLY = {
+    "listen": "listen",
+    "admin_listen": "admin_listen",
+    "admin_host": "admin_hosts",
+    "state": "state",
+    "path": "path",
+}
+#: The front door's keys, attributes of :class:`~ghhook.frontdoor.Limits`.
+_LIMIT_KEYS = (
+    "max_inflight",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+    "max_per_address",
+)
 
 
 # --- What may be given, and where ---------------------------------------------

@@ -63,6 +63,7 @@ def build_service(
     def reloaded(old: DaemonSettings, new: DaemonSettings | None) -> None:
         metrics.config_failed(new is None)
         if new is not None:
+            journal.keep_deploys = new.keep_deploys
             kept = {app.name for app in new.apps}
             for app in old.apps:
                 if app.name not in kept:

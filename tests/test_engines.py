@@ -246,3 +246,21 @@ def test_stop_ends_waiting_and_running_engines(tmp_path: Path, names: list[str])
     host.engines.stop().addCallback(stopped.append)
     assert stopped == [None]
     assert host.engines.slots.waiting == 0
+
+
+def test_a_reload_logs_what_only_a_restart_applies(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog"], parallel=1)
+    old = host.engines.settings
+    new = attrs.evolve(
+        old,
+        listen=("tcp:8001",),
+        path="/hook",
+        limits=attrs.evolve(old.limits, max_inflight=1024),
+        keep_deploys=5,
+    )
+    assert host.engines.apply(new) == [
+        "listen changed; it applies at the next start, not now",
+        "path changed; it applies at the next start, not now",
+        "max_inflight changed; it applies at the next start, not now",
+    ]
+    assert host.engines.settings is new
