@@ -131,29 +131,21 @@ pre.output .ctl {{ color: #ff8182; background: #5d0f12; }}
 tr.interrupted .error {{ color: #7d4e00; }}
 @media (max-width: {NARROW_PX}px) {{
   body {{ margin: .8em; }}
-  table.deploys, table.deploys tbody, table.deploys tr, table.deploys td {{ display: block; }}
-  table.deploys thead {{ display: none; }}
-  table.deploys tr.deploy {{ margin: 0 0 .8em; padding: .5em .7em; border: 1px solid #d1d9e0;
-                             border-radius: 6px; }}
-  table.deploys tr.failure {{ background: #ffebe9; border-color: #ff8182; }}
-  table.deploys tr.interrupted {{ background: #fff8c5; border-color: #d4a72c; }}
-  table.deploys td {{ width: auto; min-width: 0; padding: .1em 0; border: 0; white-space: normal;
-                      background: transparent; }}
+  /* Each row of either table becomes a card. */
+  table.cards, table.cards tbody, table.cards tr, table.cards td {{ display: block; }}
+  table.cards thead {{ display: none; }}
+  table.cards tr.deploy, table.cards tr.app {{ margin: 0 0 .8em; padding: .5em .7em;
+                                              border: 1px solid #d1d9e0; border-radius: 6px; }}
+  table.cards tr.failure {{ background: #ffebe9; border-color: #ff8182; }}
+  table.cards tr.interrupted {{ background: #fff8c5; border-color: #d4a72c; }}
+  table.cards td {{ width: auto; min-width: 0; padding: .1em 0; border: 0; white-space: normal;
+                    background: transparent; }}
+  table.cards td.fact::before {{ content: attr(data-label) " "; color: #59636e; }}
   table.deploys td.id, table.deploys td.result, table.deploys td.fact {{
     display: inline-block; margin-right: .8em; }}
   table.deploys td.id::before {{ content: "#"; }}
   table.deploys td.id {{ font-weight: 600; }}
-  table.deploys td.fact::before {{ content: attr(data-label) " "; color: #59636e; }}
-  table.apps, table.apps tbody, table.apps tr, table.apps td {{ display: block; }}
-  table.apps thead {{ display: none; }}
-  table.apps tr.app {{ margin: 0 0 .8em; padding: .5em .7em; border: 1px solid #d1d9e0;
-                       border-radius: 6px; }}
-  table.apps tr.failure {{ background: #ffebe9; border-color: #ff8182; }}
-  table.apps tr.interrupted {{ background: #fff8c5; border-color: #d4a72c; }}
-  table.apps td {{ width: auto; min-width: 0; padding: .1em 0; border: 0; white-space: normal;
-                   background: transparent; }}
   table.apps td.fact {{ display: inline-block; max-width: 100%; margin-right: .8em; }}
-  table.apps td.fact::before {{ content: attr(data-label) " "; color: #59636e; }}
   table.steps tr {{ display: block; padding: .3em 0; border-top: 1px solid #d1d9e0; }}
   table.steps td {{ display: inline-block; margin-right: .8em; }}
   table.steps td.argv {{ display: block; margin: 0; }}
@@ -273,7 +265,7 @@ def _apps(apps: list[Mapping[str, Any]], journal_error: str | None) -> Any:
     if not apps:
         return tags.p(class_="muted", id="no-apps")("No apps are configured.")
     head = tags.tr([tags.th(label) for label in _APP_COLUMNS])
-    table = tags.table(class_="apps", id="apps")(
+    table = tags.table(class_="apps cards", id="apps")(
         tags.thead(head), tags.tbody([_app_row(app) for app in apps])
     )
     present = {str(app["last"]["result"]) for app in apps if app.get("last") is not None}
@@ -447,7 +439,7 @@ def _deploys(deploys: list[Mapping[str, Any]], journal_error: str | None) -> Any
     head = tags.tr([tags.th(label) for label in _COLUMNS])
     # The legend explains the results on the page, in a fixed order.
     legend = _legend({str(deploy["result"]) for deploy in deploys})
-    table = tags.table(class_="deploys", id="deploys")(
+    table = tags.table(class_="deploys cards", id="deploys")(
         tags.thead(head), tags.tbody([_row(d) for d in deploys])
     )
     return [table, legend]
