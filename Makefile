@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/step_output.py
 	$(BIN)/python bench/parse_worst.py
 	$(BIN)/python bench/attack.py
+	$(BIN)/python bench/apps.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .demo .bench

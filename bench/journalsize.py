@@ -42,6 +42,8 @@ from typing import Any
 from ghhook.journal import Journal, JournalError
 from ghhook.runner import StepResult
 
+#: The one app the simulated daemon serves (the journal keeps every row per app).
+APP = "bench"
 DELIVERIES = 50_000
 DEPLOYS = 1_000
 KEEP_DEPLOYS = 1_000
@@ -213,7 +215,7 @@ def measure(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
 
             def step(seq: int = seq, name: str = name) -> None:
                 now = time.time()
-                journal.put("step_group", str(40_000 + seq))
+                journal.put("step_group", str(40_000 + seq), app=APP)
                 journal.add_step(
                     deploy,
                     seq,
@@ -228,7 +230,7 @@ def measure(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
                         output=_output(name, deploy),
                     ),
                 )
-                journal.forget("step_group")
+                journal.forget("step_group", app=APP)
 
             lifecycle.append(step)
 
@@ -241,6 +243,7 @@ def measure(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
                 time.time(),
                 None,
                 None,
+                app=APP,
                 subject=f"bench commit for deploy {deploy}",
                 author="ghhook bench",
                 state={"deployed": sha},
@@ -261,10 +264,10 @@ def measure(path: Path, say: Callable[[str], None]) -> dict[str, Any]:
         with journal.transaction():
             if kind == "deploy":
                 sha = uuid.uuid4().hex + uuid.uuid4().hex[:8]
-                seq = journal.add_delivery(delivery, "push", "accepted", now, sha)
+                seq = journal.add_delivery(delivery, "push", "accepted", now, sha, apps=[APP])
                 if seq is None:
                     return False
-                deploy = journal.queue_deploy("push", delivery, sha, now)
+                deploy = journal.queue_deploy("push", delivery, sha, now, app=APP)
                 journal.settle_delivery(seq, "accepted", deploy)
                 # The engine learns of the deploy once it is committed.
                 journal.on_commit(lambda: plan_deploy(deploy, sha, deployed))

@@ -11,7 +11,6 @@ its ``main`` here and its ``staging`` there.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -35,38 +34,57 @@ class Routed:
     reason: str | None = None
 
 
+class RouteTable:
+    """
+    The apps indexed for routing: built once per configuration (at start
+    and at each reload), so that a delivery on the shared path costs a few
+    dictionary lookups however many apps there are, not a comparison with
+    each of them.
+    """
+
+    def __init__(self, apps: Sequence[AppSettings]) -> None:
+        self.apps = tuple(apps)
+        #: Every distinct secret once, in the order of the config: each costs an HMAC.
+        self.secrets = tuple(dict.fromkeys(secret for app in self.apps for secret in app.secrets))
+        self._holders: dict[bytes, list[int]] = {}
+        #: By secret: (repository in lower case, or None for any, branch) -> app indexes.
+        self._targets: dict[bytes, dict[tuple[str | None, str], list[int]]] = {}
+        for index, app in enumerate(self.apps):
+            repository = app.repository.lower() if app.repository is not None else None
+            for secret in dict.fromkeys(app.secrets):
+                self._holders.setdefault(secret, []).append(index)
+                targets = self._targets.setdefault(secret, {})
+                targets.setdefault((repository, app.branch), []).append(index)
+
+    def route(self, push: Push, secret: bytes) -> Routed:
+        """
+        Route ``push``, verified with ``secret``. The apps that hold it and
+        whose repository and branch match take it, in the order of the config.
+
+        When none takes it and exactly one app holds ``secret``, the reason is
+        that app's own (e.g. the branch it deploys): the sender could ask that
+        app's URL anyway. With several, one sentence names the push's
+        repository and branch, and tells nothing of any app's settings.
+        """
+        # The secret verified the delivery: looking it up tells its sender nothing.
+        holders = self._holders.get(secret, [])
+        if len(holders) == 1:
+            app = self.apps[holders[0]]
+            refused = match(push, app)
+            return Routed((app.name,)) if refused is None else Routed((), refused.reason)
+        targets = self._targets.get(secret, {})
+        repository = push.repository.lower() if push.repository is not None else None
+        found = targets.get((None, push.branch or ""), [])
+        if repository is not None:
+            found = found + targets.get((repository, push.branch or ""), [])
+        if not found or push.branch is None:
+            return Routed((), _nobody(push))
+        return Routed(tuple(self.apps[index].name for index in sorted(found)))
+
+
 def route(push: Push, apps: Sequence[AppSettings], secret: bytes) -> Routed:
-    """
-    Route ``push``, verified with ``secret``, to ``apps`` (every app on the
-    shared path, the one app on its own URL).
-
-    When none takes it and exactly one app holds ``secret``, the reason is
-    that app's own (today's sentence, e.g. the branch it deploys): the sender
-    could ask that app's URL anyway. With several, one sentence names the
-    push's repository and branch, and tells nothing of any app's settings.
-    """
-    holders = [app for app in apps if _holds(app, secret)]
-    taking: list[str] = []
-    refusals: list[str] = []
-    for app in holders:
-        refused = match(push, app)
-        if refused is None:
-            taking.append(app.name)
-        else:
-            refusals.append(refused.reason)
-    if taking:
-        return Routed(tuple(taking))
-    if len(refusals) == 1:
-        return Routed((), refusals[0])
-    return Routed((), _nobody(push))
-
-
-def _holds(app: AppSettings, secret: bytes) -> bool:
-    # Every one of the app's secrets is compared, each in constant time.
-    held = False
-    for own in app.secrets:
-        held |= hmac.compare_digest(own, secret)
-    return held
+    """Route ``push`` among ``apps`` (see :meth:`RouteTable.route`)."""
+    return RouteTable(apps).route(push, secret)
 
 
 def _nobody(push: Push) -> str:
@@ -75,4 +93,4 @@ def _nobody(push: Push) -> str:
     return f"no app deploys branch {push.branch!r} of {push.repository!r}"
 
 
-__all__ = ["Routed", "route"]
+__all__ = ["RouteTable", "Routed", "route"]

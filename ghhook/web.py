@@ -27,11 +27,11 @@ from werkzeug.exceptions import HTTPException
 from ghhook.decision import Ignore, Pong, classify
 from ghhook.delivery import BadDelivery, Push, parse_body
 from ghhook.journal import Journal, JournalError
-from ghhook.routing import Routed, route
+from ghhook.routing import Routed, RouteTable
 from ghhook.signature import SHA1_HEADER, SHA256_HEADER, Outcome, verify
 
 if TYPE_CHECKING:  # the engines are only called here, never built
-    from ghhook.config import AppSettings
+    from ghhook.config import DaemonSettings
     from ghhook.engines import Engines
 
 log = Logger(namespace="ghhook.web")
@@ -111,6 +111,7 @@ class Hook:
         self._counter = counter
         self._wall_clock = wall_clock
         self._rejected: dict[str, tuple[float, int]] = {}
+        self._routes: tuple[DaemonSettings, RouteTable] | None = None
         self.app = Klein()
         path = engines.settings.path
         self.app.route(path, methods=["POST"], strict_slashes=False)(self.shared)
@@ -143,16 +144,23 @@ class Hook:
     def healthz(self, request: IRequest) -> bytes:
         return healthz(request, self.journal)
 
+    def _table(self) -> RouteTable:
+        """The apps indexed for routing, built again after a reload."""
+        settings = self.engines.settings
+        if self._routes is None or self._routes[0] is not settings:
+            self._routes = (settings, RouteTable(settings.apps))
+        return self._routes[1]
+
     def shared(self, request: IRequest) -> bytes:
         """The shared path: every app is a candidate."""
-        return self._receive(request, self.engines.settings.apps, None)
+        return self._receive(request, self._table(), None)
 
     def own(self, request: IRequest, name: str) -> bytes:
         """An app's own URL; an app not (or no longer) configured is a 404."""
         app = self.engines.settings.app(name)
         if app is None or self.engines.get(name) is None:
             return json_body(request, 404, {"error": "nothing is served at this path"})
-        return self._receive(request, (app,), name)
+        return self._receive(request, RouteTable((app,)), name)
 
     def _answer(
         self,
@@ -166,20 +174,18 @@ class Hook:
             self._counter.delivery(event, outcome)
         return json_body(request, code, body)
 
-    def _receive(self, request: IRequest, apps: Sequence[AppSettings], own: str | None) -> bytes:
+    def _receive(self, request: IRequest, routes: RouteTable, own: str | None) -> bytes:
         """
-        Verify, parse and route a delivery for ``apps``; ``own`` names the
-        app whose URL it came to (None on the shared path).
+        Verify, parse and route a delivery for the apps of ``routes``; ``own``
+        names the app whose URL it came to (None on the shared path).
         """
         body = request.content.read()
         # Headers stay bytes until they are used, so that no value an unsigned
         # client sends can raise before the signature has been checked.
         event_bytes = _header(request, b"X-GitHub-Event")
-        # Each distinct secret once: apps often share one, and each costs an HMAC.
-        secrets = tuple(dict.fromkeys(secret for app in apps for secret in app.secrets))
         verdict = verify(
             body,
-            secrets,
+            routes.secrets,
             _header(request, SHA256_HEADER.encode("ascii")),
             _header(request, SHA1_HEADER.encode("ascii")),
         )
@@ -211,7 +217,7 @@ class Hook:
             return self._answer(request, label, "malformed", 400, {"error": str(e)})
         decision: Pong | Ignore | tuple[Push, Routed]
         if isinstance(classified, Push):
-            routed = route(classified, apps, verdict.secret)
+            routed = routes.route(classified, verdict.secret)
             decision = (classified, routed) if routed.apps else Ignore(str(routed.reason))
         else:
             decision = classified
