@@ -253,6 +253,8 @@ class Deployer:
         self._has_slot = False
         #: The app was removed from the configuration: no more deploys.
         self.retired = False
+        #: Another engine still deploys this clone: no cycle starts before it ends.
+        self._held = False
 
     @property
     def name(self) -> str:
@@ -267,12 +269,19 @@ class Deployer:
         """Whether a pending deploy waits for another app's deploy to end."""
         return self._turn is not None
 
-    def start(self) -> None:
-        """Close what a previous run left open and queue the catch-up cycle."""
-        self._kill_orphaned_step()
-        closed = self.journal.close_unfinished(self._wall_clock())
-        if closed:
-            self.log.warn("deploys {ids} were cut off by the previous stop", ids=closed)
+    def start(self, reloaded: bool = False) -> None:
+        """
+        Close what a previous run left open and queue the catch-up cycle.
+
+        :param reloaded: the app was added by a reload: nothing of a previous
+            run is left (the daemon closed it at its start), and a step of
+            this app's still running belongs to an engine of this daemon.
+        """
+        if not reloaded:
+            self._kill_orphaned_step()
+            closed = self.journal.close_unfinished(self._wall_clock())
+            if closed:
+                self.log.warn("deploys {ids} were cut off by the previous stop", ids=closed)
         deployed = self.journal.get(DEPLOYED)
         self.log.info(
             "serving {repo} ({branch}); {what}",
@@ -362,7 +371,13 @@ class Deployer:
         return job
 
     def _next(self) -> None:
-        if self.running is not None or self.pending is None or self._stopping or self.retired:
+        if (
+            self.running is not None
+            or self.pending is None
+            or self._stopping
+            or self.retired
+            or self._held
+        ):
             return
         if not self._write_outcomes():
             return  # the retry starts the next cycle once the journal took them
@@ -494,6 +509,31 @@ class Deployer:
             )
         )
         self._write_outcomes()
+
+    def hold(self, until: Deferred[None]) -> None:
+        """
+        Start no cycle before ``until`` fires: the engine of an app a reload
+        removed still deploys this clone, and one clone has one deploy at a time.
+        """
+        self._held = True
+        self.log.info("waits for the deploy of the removed app on its clone to end")
+
+        def released(_: object) -> None:
+            self._held = False
+            self._next()
+
+        until.addBoth(released)
+
+    def revive(self, settings: AppSettings) -> None:
+        """
+        The app a reload removed is back before its running deploy ended:
+        this engine serves it again (the running deploy goes on), and catches
+        up for the pushes refused meanwhile.
+        """
+        self.retired = False
+        self.settings = settings
+        if self.pending is None:
+            self._queue("catch-up", None, None, forced=False)
 
     def idle(self) -> Deferred[None]:
         """Fires once no cycle runs (at once when none does)."""

@@ -16,6 +16,7 @@ their catch-up), apps removed stop taking pushes at once (their URL answers
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -124,6 +125,10 @@ class Engines:
         for app in new.apps:
             engine = self._engines.pop(app.name, None)
             if engine is None:
+                engine = self._revive(app)
+                if engine is not None:
+                    changes.append(f"app {app.name} added back; its running deploy goes on")
+            if engine is None:
                 engine = self._make(app, self.slots)
                 added.append(engine)
                 changes.append(f"app {app.name} added")
@@ -137,17 +142,40 @@ class Engines:
         self._engines = engines
         self.settings = new
         for engine in added:
-            engine.start()
+            # A removed app's engine may still deploy this clone (an app renamed).
+            busy = [old for old in self._retiring if _same_clone(old.settings, engine.settings)]
+            if busy:
+                engine.hold(gatherResults([old.idle() for old in busy]).addCallback(lambda _: None))
+            engine.start(reloaded=True)
         return changes
+
+    def _revive(self, app: AppSettings) -> Deployer | None:
+        """The engine of a removed app of this name still deploying, serving ``app`` again."""
+        for engine in list(self._retiring):
+            if engine.name == app.name and _same_clone(engine.settings, app):
+                self._retiring.discard(engine)
+                engine.revive(app)
+                return engine
+        return None
 
     def _retire(self, engine: Deployer) -> None:
         engine.retire()
         if engine.busy:
             self._retiring.add(engine)
-            engine.idle().addBoth(lambda _: self._retiring.discard(engine))
+
+            def ended(_: object) -> None:
+                if engine.retired:
+                    self._retiring.discard(engine)
+
+            engine.idle().addBoth(ended)
 
     def stop(self) -> Deferred[None]:
         """Stop every engine, retiring ones too; fires once all have stopped."""
         engines = self._all()
         d = gatherResults([engine.stop() for engine in engines], consumeErrors=True)
         return d.addCallback(lambda _: None)
+
+
+def _same_clone(one: AppSettings, other: AppSettings) -> bool:
+    """Whether two apps deploy one clone (the config refuses that within one file)."""
+    return os.path.realpath(one.repo) == os.path.realpath(other.repo)

@@ -376,10 +376,14 @@ class GhhookService(MultiService):
     def stopService(self) -> Deferred[None]:
         notify(b"STOPPING=1")
         # Stop listening first, then let the deploys finish or kill them.
-        d = maybeDeferred(super().stopService)
-        d.addCallback(lambda _: self.engines.stop())
+        d: Deferred[object] = maybeDeferred(super().stopService)
+
+        def stop_engines(_: object) -> Deferred[None]:
+            return self.engines.stop()
+
+        d.addCallback(stop_engines)
         d.addBoth(self._closed)
-        return d
+        return d.addCallback(lambda _: None)
 
     def _closed(self, result: object) -> object:
         try:

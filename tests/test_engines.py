@@ -19,12 +19,13 @@ from tests.fakes import FakeRunner, fill_disk
 A, B, C = ("a" * 40, "b" * 40, "c" * 40)
 
 
-def app_settings(tmp_path: Path, name: str) -> AppSettings:
-    git_dir = tmp_path / name / ".git"
+def app_settings(tmp_path: Path, name: str, clone: str | None = None) -> AppSettings:
+    """An app on the clone ``tmp_path/clone`` (its name by default)."""
+    git_dir = tmp_path / (clone or name) / ".git"
     git_dir.mkdir(parents=True, exist_ok=True)
     (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
     return AppSettings(
-        repo=str(tmp_path / name),
+        repo=str(tmp_path / (clone or name)),
         git_dir=str(git_dir),
         remote="origin",
         branch="main",
@@ -51,7 +52,8 @@ class Host:
         self.engines = Engines(settings, self.make)
 
     def make(self, app: AppSettings, slots: Slots) -> Deployer:
-        runner = self.runners.setdefault(app.name, FakeRunner(head=A))
+        # One runner per clone: it fails the test if two steps ever overlap there.
+        runner = self.runners.setdefault(Path(app.repo).name, FakeRunner(head=A))
         return Deployer(
             app, runner, self.journal, self.clock, wall_clock=self.clock.seconds, slots=slots
         )
@@ -264,3 +266,47 @@ def test_a_reload_logs_what_only_a_restart_applies(tmp_path: Path) -> None:
         "max_inflight changed; it applies at the next start, not now",
     ]
     assert host.engines.settings is new
+
+
+def test_an_app_removed_and_added_back_mid_deploy_keeps_its_engine(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog"], parallel=2)
+    host.engines.start()
+    host.turn()
+    blog = host.engine("blog")
+    host.runners["blog"].pull_to(B)  # the catch-up pulled B: now it restarts
+    host.turn()
+    restart = host.runners["blog"].outstanding
+    assert restart is not None and restart.name == "restart"
+    host.engines.apply(host.settings([]))
+    assert host.engines.apply(host.settings(["blog"])) == [
+        "app blog added back; its running deploy goes on"
+    ]
+    assert host.engine("blog") is blog, "no second engine on the clone"
+    assert host.runners["blog"].interrupted == [], "nothing was killed"
+    restart.finish(0, "")
+    host.turn()
+    assert host.results("blog")[-1] == "deployed"
+    assert blog.pending is None and host.runners["blog"].names()[-1] == "pull", "it caught up"
+
+
+def test_a_renamed_app_waits_for_the_deploy_of_its_old_name(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog"], parallel=2)
+    host.engines.start()
+    host.turn()
+    host.runners["blog"].pull_to(B)
+    host.turn()
+    restart = host.runners["blog"].outstanding
+    assert restart is not None
+    new = attrs.evolve(
+        host.engines.settings, apps=(app_settings(tmp_path, "site", clone="blog"),)
+    )
+    assert host.engines.apply(new) == ["app site added", "app blog removed"]
+    host.turn()
+    assert host.runners["blog"].outstanding is restart, "site starts nothing in the clone yet"
+    site = host.engine("site")
+    assert site.pending is not None and site.running is None
+    restart.finish(0, "")
+    host.turn()
+    assert host.runners["blog"].outstanding is not None
+    assert host.runners["blog"].outstanding.name == "pull", "then site catches up"
+    assert host.results("blog") == ["deployed"], "blog's deploy was not cut off"
