@@ -61,13 +61,11 @@ def build_service(
     engines = Engines(settings, make)
 
     def reloaded(old: DaemonSettings, new: DaemonSettings | None) -> None:
+        # A removed app's series stay, with their last counts (its cancelled
+        # deploys included), until the daemon restarts.
         metrics.config_failed(new is None)
         if new is not None:
             journal.keep_deploys = new.keep_deploys
-            kept = {app.name for app in new.apps}
-            for app in old.apps:
-                if app.name not in kept:
-                    metrics.forget_app(app.name)
 
     top = GhhookService(journal, engines, reactor, twistd=twistd, load=load, on_reload=reloaded)
     # One summary line of refusals for both listeners, every 10 s at most.

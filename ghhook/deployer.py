@@ -509,6 +509,7 @@ class Deployer:
             )
         )
         self._write_outcomes()
+        self.listeners.tell("deploy_finished", Result.CANCELLED, 0.0, now)
 
     def hold(self, until: Deferred[None]) -> None:
         """

@@ -168,8 +168,10 @@ class AppMetrics:
             return
         metrics = self._metrics
         self._results.add(str(result))
-        metrics.in_progress.labels(app=self.name).set(0)
         metrics.deploys.labels(app=self.name, result=str(result)).inc()
+        if result == Result.CANCELLED:
+            return  # it never ran: no duration, and a deploy of the app may still run
+        metrics.in_progress.labels(app=self.name).set(0)
         metrics.deploy_duration.labels(app=self.name).observe(max(duration, 0.0))
         metrics.last_deploy.labels(app=self.name).set(finished)
 

@@ -32,6 +32,10 @@ class Routed:
 
     apps: tuple[str, ...]
     reason: str | None = None
+    #: For the operator's log, never the answer: apps that deploy the push's
+    #: branch but do not hold the secret that signed it (a hook set up with
+    #: the wrong secret), in words. Not part of the routing's result.
+    hint: str | None = attrs.field(default=None, eq=False)
 
 
 class RouteTable:
@@ -49,12 +53,15 @@ class RouteTable:
         self._holders: dict[bytes, list[int]] = {}
         #: By secret: (repository in lower case, or None for any, branch) -> app indexes.
         self._targets: dict[bytes, dict[tuple[str | None, str], list[int]]] = {}
+        #: The same, whatever secret the apps hold.
+        self._any_secret: dict[tuple[str | None, str], list[int]] = {}
         for index, app in enumerate(self.apps):
             repository = app.repository.lower() if app.repository is not None else None
             for secret in dict.fromkeys(app.secrets):
                 self._holders.setdefault(secret, []).append(index)
                 targets = self._targets.setdefault(secret, {})
                 targets.setdefault((repository, app.branch), []).append(index)
+            self._any_secret.setdefault((repository, app.branch), []).append(index)
 
     def route(self, push: Push, secret: bytes) -> Routed:
         """
@@ -72,14 +79,28 @@ class RouteTable:
             app = self.apps[holders[0]]
             refused = match(push, app)
             return Routed((app.name,)) if refused is None else Routed((), refused.reason)
-        targets = self._targets.get(secret, {})
-        repository = push.repository.lower() if push.repository is not None else None
-        found = targets.get((None, push.branch or ""), [])
-        if repository is not None:
-            found = found + targets.get((repository, push.branch or ""), [])
-        if not found or push.branch is None:
-            return Routed((), _nobody(push))
-        return Routed(tuple(self.apps[index].name for index in sorted(found)))
+        found = self._lookup(self._targets.get(secret, {}), push)
+        if found:
+            return Routed(tuple(self.apps[index].name for index in found))
+        others = self._lookup(self._any_secret, push)
+        hint = None
+        if others:
+            names = ", ".join(self.apps[index].name for index in others)
+            hint = (
+                f"{names} {'deploys' if len(others) == 1 else 'deploy'} this branch but"
+                " not with the secret that signed the delivery: is the hook's secret right?"
+            )
+        return Routed((), _nobody(push), hint)
+
+    @staticmethod
+    def _lookup(targets: dict[tuple[str | None, str], list[int]], push: Push) -> list[int]:
+        """The apps of ``targets`` that deploy ``push``'s branch of its repository."""
+        if push.branch is None:
+            return []
+        found = targets.get((None, push.branch), [])
+        if push.repository is not None:
+            found = found + targets.get((push.repository.lower(), push.branch), [])
+        return sorted(found)
 
 
 def route(push: Push, apps: Sequence[AppSettings], secret: bytes) -> Routed:

@@ -115,7 +115,8 @@ class Hook:
         self.app = Klein()
         path = engines.settings.path
         self.app.route(path, methods=["POST"], strict_slashes=False)(self.shared)
-        self.app.route("/hooks/<name>", methods=["POST"], strict_slashes=False)(self.own)
+        # Every method: a name no app has is a 404 whatever the method.
+        self.app.route("/hooks/<name>", strict_slashes=False)(self.own)
         self.app.route("/healthz", methods=["GET"])(self.healthz)
         json_errors(self.app)
 
@@ -160,6 +161,12 @@ class Hook:
         app = self.engines.settings.app(name)
         if app is None or self.engines.get(name) is None:
             return json_body(request, 404, {"error": "nothing is served at this path"})
+        if request.method != b"POST":
+            request.setHeader(b"Allow", b"POST")
+            method = request.method.decode("ascii", "replace")
+            return json_body(
+                request, 405, {"error": f"method {method} is not allowed here; use POST"}
+            )
         return self._receive(request, RouteTable((app,)), name)
 
     def _answer(
@@ -219,6 +226,9 @@ class Hook:
         if isinstance(classified, Push):
             routed = routes.route(classified, verdict.secret)
             decision = (classified, routed) if routed.apps else Ignore(str(routed.reason))
+            if routed.hint is not None:
+                # Rate-limited per peer: any holder of a secret can cause it.
+                self._warn_rejected(_peer(request), routed.hint, own)
         else:
             decision = classified
 

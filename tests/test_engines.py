@@ -297,9 +297,7 @@ def test_a_renamed_app_waits_for_the_deploy_of_its_old_name(tmp_path: Path) -> N
     host.turn()
     restart = host.runners["blog"].outstanding
     assert restart is not None
-    new = attrs.evolve(
-        host.engines.settings, apps=(app_settings(tmp_path, "site", clone="blog"),)
-    )
+    new = attrs.evolve(host.engines.settings, apps=(app_settings(tmp_path, "site", clone="blog"),))
     assert host.engines.apply(new) == ["app site added", "app blog removed"]
     host.turn()
     assert host.runners["blog"].outstanding is restart, "site starts nothing in the clone yet"

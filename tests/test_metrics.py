@@ -232,3 +232,14 @@ def test_the_hook_counts_its_deliveries(tmp_path: Path) -> None:
         (("event", "push"), ("outcome", "duplicate")): 1,
         (("event", "push"), ("outcome", "unsigned")): 1,
     }
+
+
+def test_a_cancelled_deploy_is_counted_and_leaves_a_running_one_in_progress() -> None:
+    metrics = Metrics()
+    app = metrics.for_app("api")
+    app.deploy_started()
+    app.deploy_finished(Result.CANCELLED, 0.0, 1234.0)
+    sample = metrics.registry.get_sample_value
+    assert sample("ghhook_deploys_total", {"app": "api", "result": "cancelled"}) == 1
+    assert sample("ghhook_deploy_in_progress", {"app": "api"}) == 1, "the running one goes on"
+    assert sample("ghhook_last_deploy_timestamp_seconds", {"app": "api"}) == 0

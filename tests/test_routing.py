@@ -162,3 +162,15 @@ def test_routing_imports_no_twisted() -> None:
     code = "import sys, ghhook.routing; print(any(m.startswith('twisted') for m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_apps_that_deploy_the_branch_with_another_secret_are_named_for_the_log() -> None:
+    apps = [
+        app("api", "me/api", "main", b"s-api"),
+        app("blog", "me/blog", "main", b"s-shared"),
+        app("docs", "me/docs", "main", b"s-shared"),
+    ]
+    routed = route(push("me/api", "main"), apps, b"s-shared")
+    assert routed.apps == () and routed.reason == "no app deploys branch 'main' of 'me/api'"
+    assert routed.hint is not None and routed.hint.startswith("api deploys this branch but not")
+    assert route(push("me/web", "main"), apps, b"s-shared").hint is None

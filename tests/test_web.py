@@ -773,3 +773,22 @@ def test_deliveries_are_counted_by_event_and_outcome(tmp_path: Path) -> None:
         ("push", "ignored"),
         ("push", "bad_signature"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [
+        ("GET", "/hooks/nosuchapp", 404),
+        ("PUT", "/hooks/nosuchapp", 404),
+        ("GET", "/hooks/app", 405),
+        ("DELETE", "/hooks/app", 405),
+    ],
+)
+def test_an_unknown_app_is_404_whatever_the_method(
+    tmp_path: Path, method: str, path: str, code: int
+) -> None:
+    client = Client(tmp_path)
+    answer_code, answer, response = client.request(method, "http://ghhook.invalid" + path)
+    assert answer_code == code, answer
+    if code == 405:
+        assert response.headers.getRawHeaders(b"Allow") == [b"POST"]
