@@ -16,9 +16,11 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from twisted.python import usage
+
+import ghhook
 
 if TYPE_CHECKING:
     from ghhook.config import AppSettings, DaemonSettings
@@ -42,6 +44,11 @@ class CheckConfigOptions(usage.Options):
 
     def getSynopsis(self) -> str:
         return f"Usage: python -m ghhook check-config {self.synopsis}"
+
+    def opt_version(self) -> NoReturn:
+        """Print the version and exit."""
+        print(f"ghhook {ghhook.__version__}")
+        sys.exit(0)
 
 
 def app_row(app: AppSettings, shared_path: str) -> tuple[str, ...]:

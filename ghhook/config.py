@@ -605,6 +605,9 @@ def _branch(place: _Place, repo: Path, gdir: Path) -> str | None:
     if place.broken("branch"):
         return None
     given: str | None = place.value("branch")
+    if given is not None and not given.strip():
+        place.say("branch", "is empty; name the branch to deploy, or leave it out for the clone's")
+        return None
     on = checked_out_branch(gdir)
     if on is None:
         place.say(

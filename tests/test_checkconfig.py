@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import ghhook
 from ghhook import send
 from ghhook.checkconfig import main
 from tests.daemon import environment
@@ -179,3 +180,10 @@ def test_the_real_command(tmp_path: Path, clones: tuple[GitFixture, Path]) -> No
         " of the file, before any [table]"
     ]
     assert "Traceback" not in done.stderr
+
+
+def test_version_is_ghhooks(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == f"ghhook {ghhook.__version__}\n"

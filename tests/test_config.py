@@ -157,6 +157,14 @@ PROBLEMS = [
         id="branch-mismatch",
     ),
     pytest.param(
+        HEAD + BLOG + 'branch = ""\n',
+        [
+            "FILE: apps.blog.branch: is empty; name the branch to deploy, or leave it out for"
+            " the clone's"
+        ],
+        id="branch-empty",
+    ),
+    pytest.param(
         HEAD + BLOG + 'remote = "upstream"\n',
         ["FILE: apps.blog.remote: no such remote 'upstream' in {root}/blog/clone"],
         id="no-such-remote",
