@@ -64,7 +64,7 @@ from bench import (  # noqa: E402
     CannotRun,
     Connection,
     Daemon,
-    cpu_busy,
+    cpu_probe,
     emit,
     free_port,
     healthz_ok,
@@ -370,23 +370,7 @@ class AppsBench:
     # CPU
 
     def cpu_probe(self, daemon: Daemon) -> Callable[[], dict[str, Any]]:
-        """As bench.py's: the daemon's CPU use, and what others took of its CPU."""
-        started, cpu = time.monotonic(), daemon.cpu_seconds()
-        core = cpu_busy(self.pins[0]) if self.pins else None
-
-        def done() -> dict[str, Any]:
-            wall = time.monotonic() - started
-            used = daemon.cpu_seconds() - cpu
-            others = None
-            if self.pins and core is not None:
-                others = max(0.0, (cpu_busy(self.pins[0]) - core - used) / wall)
-            return {
-                "daemon_cpu_busy": round(used / wall, 2),
-                "others_on_daemon_cpu": None if others is None else round(others, 2),
-                "daemon_cpu_s": used,
-            }
-
-        return done
+        return cpu_probe(daemon, self.pins)
 
     # The untracked-branch load
 

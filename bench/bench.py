@@ -295,6 +295,30 @@ class Connection:
         self.writer.close()
 
 
+def cpu_probe(daemon: Daemon, pins: tuple[int, int] | None) -> Callable[[], dict[str, Any]]:
+    """
+    Start measuring CPU; the returned function tells, for the time since,
+    how busy ``daemon`` was (1.0 is one core) and how much of its pinned CPU
+    other processes took (load from elsewhere on this machine).
+    """
+    started, cpu = time.monotonic(), daemon.cpu_seconds()
+    core = cpu_busy(pins[0]) if pins else None
+
+    def done() -> dict[str, Any]:
+        wall = time.monotonic() - started
+        used = daemon.cpu_seconds() - cpu
+        others = None
+        if pins and core is not None:
+            others = max(0.0, (cpu_busy(pins[0]) - core - used) / wall)
+        return {
+            "daemon_cpu_busy": round(used / wall, 2),
+            "others_on_daemon_cpu": None if others is None else round(others, 2),
+            "daemon_cpu_s": used,
+        }
+
+    return done
+
+
 class Daemon:
     """The twistd process: spawned, watched through /proc, stopped."""
 
@@ -508,28 +532,8 @@ class Bench:
     # Helpers on the running daemon
 
     def cpu_probe(self) -> Callable[[], dict[str, Any]]:
-        """
-        Start measuring CPU; the returned function tells, for the time since,
-        how busy the daemon was (1.0 is one core) and how much of the daemon's
-        pinned CPU other processes took (load from elsewhere on this machine).
-        """
-        daemon = self.require_alive()
-        started, cpu = time.monotonic(), daemon.cpu_seconds()
-        core = cpu_busy(self.pins[0]) if self.pins else None
-
-        def done() -> dict[str, Any]:
-            wall = time.monotonic() - started
-            used = daemon.cpu_seconds() - cpu
-            others = None
-            if self.pins and core is not None:
-                others = max(0.0, (cpu_busy(self.pins[0]) - core - used) / wall)
-            return {
-                "daemon_cpu_busy": round(used / wall, 2),
-                "others_on_daemon_cpu": None if others is None else round(others, 2),
-                "daemon_cpu_s": used,
-            }
-
-        return done
+        """CPU of the running daemon from now on (:func:`cpu_probe`)."""
+        return cpu_probe(self.require_alive(), self.pins)
 
     def profile(self, phase: str, seconds: float) -> Callable[[], None]:
         """With --profile, sample the daemon for ``seconds``; the result is a figure."""

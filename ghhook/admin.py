@@ -115,23 +115,30 @@ def app_summary(deployer: Deployer) -> dict[str, Any]:
     its newest finished deploy (``last``). While the journal fails, what the
     engine holds in memory; ``deployed`` and ``last`` are then None.
     """
-    settings = deployer.settings
     try:
         deployed = deployer.journal.get(DEPLOYED)
         row = deployer.journal.last_finished()
     except JournalError:
         deployed, row = None, None
     return {
+        **_engine_state(deployer),
+        "deployed": deployed,
+        "last": deploy_document(row) if row is not None else None,
+    }
+
+
+def _engine_state(deployer: Deployer) -> dict[str, Any]:
+    """What an app's engine holds in memory: its settings' names, head and jobs."""
+    settings = deployer.settings
+    return {
         "name": settings.name,
         "repo": settings.repo,
         "branch": settings.branch,
         "github_repo": settings.repository,
         "head": deployer.head,
-        "deployed": deployed,
         "busy": deployer.busy,
         "running": job_document(deployer.running),
         "pending": job_document(deployer.pending),
-        "last": deploy_document(row) if row is not None else None,
     }
 
 
@@ -158,7 +165,6 @@ def app_document(deployer: Deployer, limit: int = RECENT_DEPLOYS) -> dict[str, A
     settings and state, and its ``limit`` newest deploys; when the journal
     fails, what the engine holds in memory and why.
     """
-    settings = deployer.settings
     journal = deployer.journal
     try:
         deployed = journal.get(DEPLOYED)
@@ -166,16 +172,9 @@ def app_document(deployer: Deployer, limit: int = RECENT_DEPLOYS) -> dict[str, A
     except JournalError:
         deployed, deploys = None, []
     return {
-        "name": settings.name,
-        "repo": settings.repo,
-        "branch": settings.branch,
-        "remote": settings.remote,
-        "github_repo": settings.repository,
-        "head": deployer.head,
+        **_engine_state(deployer),
+        "remote": deployer.settings.remote,
         "deployed": deployed,
-        "busy": deployer.busy,
-        "running": job_document(deployer.running),
-        "pending": job_document(deployer.pending),
         "journal_error": journal.health(),
         "deploys": deploys,
     }
