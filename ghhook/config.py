@@ -164,6 +164,14 @@ class DaemonSettings:
         ]
         return changed
 
+    def keeping_restart_only(self, running: DaemonSettings) -> DaemonSettings:
+        """
+        These settings as a reload applies them: what only a restart
+        changes stays as ``running`` has it, so a later reload still says so.
+        """
+        kept = {attribute: getattr(running, attribute) for attribute in _RESTART_ONLY.values()}
+        return attrs.evolve(self, limits=running.limits, **kept)
+
 
 #: Daemon keys a reload does not apply, and the attribute each one sets.
 _RESTART_ONLY = {

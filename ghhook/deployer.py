@@ -209,6 +209,41 @@ class Outcome:
     state: Mapping[str, str] = attrs.field(factory=dict)
 
 
+def kill_orphaned_step(group: str | None, clones: Sequence[str], logger: Logger = log) -> None:
+    """
+    Kill the process group a SIGKILLed ghhook left running (a step has its
+    own session, so it outlives ghhook): a git of ours still running would
+    race the catch-up's pull on ``index.lock``. Only a group whose leader
+    works in one of ``clones``: the pid may have been reused since.
+    """
+    if group is None or not group.isdigit():
+        return
+    try:
+        cwd = os.path.realpath(os.readlink(f"/proc/{group}/cwd"))
+    except OSError:
+        return  # gone, or not ours to inspect
+    if cwd not in {os.path.realpath(clone) for clone in clones}:
+        return  # the pid was reused by something else
+    logger.warn("killing process group {group} left running by the previous stop", group=int(group))
+    try:
+        os.killpg(int(group), signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def kill_orphans_of_removed_apps(journal: Journal, apps: Sequence[AppSettings]) -> None:
+    """
+    Kill the steps a SIGKILLed ghhook left running for apps the config no
+    longer names (an app renamed keeps its clone): each engine kills its
+    own at its start, and no engine is left for these.
+    """
+    configured = {app.name for app in apps}
+    for app, group in journal.values(STEP_GROUP).items():
+        if app not in configured:
+            journal.forget(STEP_GROUP, app=app)
+            kill_orphaned_step(group, [each.repo for each in apps])
+
+
 class Deployer:
     """
     One app's engine: owns its clone, queues deploys and runs their cycles
@@ -253,8 +288,14 @@ class Deployer:
         self._has_slot = False
         #: The app was removed from the configuration: no more deploys.
         self.retired = False
-        #: Another engine still deploys this clone: no cycle starts before it ends.
-        self._held = False
+        #: Other engines still deploying this clone: no cycle starts before they end.
+        self._holds = 0
+        #: The settings of the cycle running now.
+        self._cycle_settings: AppSettings | None = None
+        self._catch_up_call: IDelayedCall | None = None
+        self._catch_up_failed = False
+        #: Told once no cycle runs and every outcome is in the journal.
+        self._settled: list[Deferred[None]] = []
 
     @property
     def name(self) -> str:
@@ -277,11 +318,21 @@ class Deployer:
             run is left (the daemon closed it at its start), and a step of
             this app's still running belongs to an engine of this daemon.
         """
-        if not reloaded:
-            self._kill_orphaned_step()
-            closed = self.journal.close_unfinished(self._wall_clock())
-            if closed:
-                self.log.warn("deploys {ids} were cut off by the previous stop", ids=closed)
+        if reloaded:
+            # Nothing may raise here: the engine is in the table already.
+            self.log.info(
+                "serving {repo} ({branch})",
+                repo=self.settings.repo,
+                branch=self.settings.branch,
+            )
+            self._catch_up()
+            return
+        group = self.journal.get(STEP_GROUP)
+        self.journal.forget(STEP_GROUP)
+        kill_orphaned_step(group, [self.settings.repo], self.log)
+        closed = self.journal.close_unfinished(self._wall_clock())
+        if closed:
+            self.log.warn("deploys {ids} were cut off by the previous stop", ids=closed)
         deployed = self.journal.get(DEPLOYED)
         self.log.info(
             "serving {repo} ({branch}); {what}",
@@ -294,26 +345,26 @@ class Deployer:
         )
         self._queue("catch-up", None, None, forced=False)
 
-    def _kill_orphaned_step(self) -> None:
-        # A step outlives a SIGKILLed ghhook (it has its own session); a git
-        # of ours still running would race the catch-up pull on index.lock.
-        group = self.journal.get(STEP_GROUP)
-        self.journal.forget(STEP_GROUP)
-        if group is None or not group.isdigit():
+    def _catch_up(self) -> None:
+        """
+        Queue a catch-up; while the journal refuses it, try again every
+        ``retry_interval`` s (logged once). A deploy pending meanwhile pulls
+        anyway, and takes its place.
+        """
+        self._catch_up_call = None
+        if self.pending is not None or self.retired or self._stopping:
             return
         try:
-            cwd = os.readlink(f"/proc/{group}/cwd")
-        except OSError:
-            return  # gone, or not ours to inspect
-        if os.path.realpath(cwd) != os.path.realpath(self.settings.repo):
-            return  # the pid was reused by something else
-        self.log.warn(
-            "killing process group {group} left running by the previous stop", group=int(group)
-        )
-        try:
-            os.killpg(int(group), signal.SIGKILL)
-        except OSError:
-            pass
+            self._queue("catch-up", None, None, forced=False)
+        except JournalError as e:
+            if not self._catch_up_failed:
+                self._catch_up_failed = True
+                self.log.error(
+                    "cannot queue the catch-up: {error}; trying again every {interval:g} s",
+                    error=str(e),
+                    interval=self._retry_interval,
+                )
+            self._catch_up_call = self._clock.callLater(self._retry_interval, self._catch_up)
 
     def submit(self, after: str, delivery: str | None, forced: bool = False) -> Submission | Ignore:
         """
@@ -376,7 +427,7 @@ class Deployer:
             or self.pending is None
             or self._stopping
             or self.retired
-            or self._held
+            or self._holds
         ):
             return
         if not self._write_outcomes():
@@ -389,6 +440,7 @@ class Deployer:
             return
         job, self.pending = self.pending, None
         self.running = job
+        self._cycle_settings = self.settings
         cycle = Deferred.fromCoroutine(self._run(job))
         self._cycle = cycle
         cycle.addErrback(self._crashed, job)
@@ -424,6 +476,7 @@ class Deployer:
         # and the turn goes to the next app waiting.
         self.running = None
         self._cycle = None
+        self._cycle_settings = None
         self._release_slot()
         try:
             self._unwritten.append(outcome)
@@ -471,6 +524,7 @@ class Deployer:
             if self._retry is not None:
                 self.log.info("deploy {deploy} is recorded now", deploy=outcome.deploy)
         self._stop_retrying()
+        self._check_settled()
         return True
 
     def _retry_now(self) -> None:
@@ -516,11 +570,11 @@ class Deployer:
         Start no cycle before ``until`` fires: the engine of an app a reload
         removed still deploys this clone, and one clone has one deploy at a time.
         """
-        self._held = True
-        self.log.info("waits for the deploy of the removed app on its clone to end")
+        self._holds += 1
+        self.log.info("waits for the deploy another app runs in its clone to end")
 
         def released(_: object) -> None:
-            self._held = False
+            self._holds -= 1
             self._next()
 
         until.addBoth(released)
@@ -533,8 +587,25 @@ class Deployer:
         """
         self.retired = False
         self.settings = settings
-        if self.pending is None:
-            self._queue("catch-up", None, None, forced=False)
+        self._catch_up()
+
+    @property
+    def deploying(self) -> str | None:
+        """The clone the running cycle deploys (its settings may differ from ours now)."""
+        return self._cycle_settings.repo if self._cycle_settings is not None else None
+
+    def settled(self) -> Deferred[None]:
+        """Fires once no cycle runs and every outcome is in the journal."""
+        done: Deferred[None] = Deferred()
+        self._settled.append(done)
+        self._check_settled()
+        return done
+
+    def _check_settled(self) -> None:
+        if self.running is None and not self._unwritten:
+            waiting, self._settled = self._settled, []
+            for done in waiting:
+                done.callback(None)
 
     def idle(self) -> Deferred[None]:
         """Fires once no cycle runs (at once when none does)."""
@@ -554,6 +625,9 @@ class Deployer:
         """Start no more steps; give a running one ``STOP_GRACE`` then kill it."""
         self._stopping = True
         self._stop_waiting()
+        if self._catch_up_call is not None and self._catch_up_call.active():
+            self._catch_up_call.cancel()
+        self._catch_up_call = None
         cycle = self._cycle
         done: Deferred[None] = Deferred()
         done.addCallback(lambda _: self._last_write())

@@ -82,8 +82,9 @@ class Engines:
         self.slots = Slots(settings.parallel)
         self._make = make
         self._engines: dict[str, Deployer] = {}
-        #: Engines of removed apps that still finish a deploy.
+        #: Engines of removed apps that still finish a deploy or record one.
         self._retiring: set[Deployer] = set()
+        self._stopped = False
         for app in settings.apps:
             self._engines[app.name] = make(app, self.slots)
 
@@ -112,70 +113,102 @@ class Engines:
     def apply(self, new: DaemonSettings) -> list[str]:
         """
         Serve ``new`` from now on; return what changed, one line each, for
-        the log. ``parallel`` applies to the next deploys that wait.
+        the log. ``parallel`` applies to the next deploys that wait. The
+        table changes before anything that touches the journal runs, and
+        nothing after raises: a journal that fails meanwhile leaves no app
+        without its engine.
         """
-        changes: list[str] = []
-        for key in self.settings.needs_restart(new):
-            changes.append(f"{key} changed; it applies at the next start, not now")
-        if new.parallel != self.settings.parallel:
-            self.slots.resize(new.parallel)
-            changes.append(f"parallel is now {new.parallel}")
+        if self._stopped:
+            return ["ghhook is stopping: the reload is not applied"]
+        changes = [
+            f"{key} changed; it applies at the next start, not now"
+            for key in self.settings.needs_restart(new)
+        ]
+        # The plan, in memory only.
+        remaining = dict(self._engines)
         engines: dict[str, Deployer] = {}
         added: list[Deployer] = []
+        revived: list[tuple[Deployer, AppSettings]] = []
+        changed: list[tuple[Deployer, AppSettings]] = []
         for app in new.apps:
-            engine = self._engines.pop(app.name, None)
+            engine = remaining.pop(app.name, None)
             if engine is None:
-                engine = self._revive(app)
+                engine = self._retired_engine(app)
                 if engine is not None:
+                    revived.append((engine, app))
                     changes.append(f"app {app.name} added back; its running deploy goes on")
-            if engine is None:
-                engine = self._make(app, self.slots)
-                added.append(engine)
-                changes.append(f"app {app.name} added")
+                else:
+                    engine = self._make(app, self.slots)
+                    added.append(engine)
+                    changes.append(f"app {app.name} added")
             elif engine.settings != app:
-                engine.settings = app
+                changed.append((engine, app))
                 changes.append(f"app {app.name} changed; its next deploy uses the new settings")
             engines[app.name] = engine
-        for name, engine in self._engines.items():
-            changes.append(f"app {name} removed")
-            self._retire(engine)
+        changes += [f"app {name} removed" for name in remaining]
+        if new.parallel != self.settings.parallel:
+            changes.append(f"parallel is now {new.parallel}")
+        # Carry it out.
         self._engines = engines
-        self.settings = new
-        for engine in added:
-            # A removed app's engine may still deploy this clone (an app renamed).
-            busy = [old for old in self._retiring if _same_clone(old.settings, engine.settings)]
+        self.settings = new.keeping_restart_only(self.settings)
+        self.slots.resize(new.parallel)
+        for engine, app in changed:
+            engine.settings = app
+        for engine, _app in revived:
+            self._retiring.discard(engine)
+        for engine in remaining.values():
+            self._retire(engine)
+        # One deploy at a time in a clone: an engine whose clone another one
+        # still deploys (an app renamed, or moved to another's clone) waits.
+        for engine in engines.values():
+            busy = [
+                other
+                for other in self._all()
+                if other is not engine
+                and other.deploying is not None
+                and _same_path(other.deploying, engine.settings.repo)
+            ]
             if busy:
-                engine.hold(gatherResults([old.idle() for old in busy]).addCallback(lambda _: None))
+                engine.hold(gatherResults([other.idle() for other in busy]).addCallback(_none))
+        for engine, app in revived:
+            engine.revive(app)
+        for engine in added:
             engine.start(reloaded=True)
         return changes
 
-    def _revive(self, app: AppSettings) -> Deployer | None:
-        """The engine of a removed app of this name still deploying, serving ``app`` again."""
-        for engine in list(self._retiring):
-            if engine.name == app.name and _same_clone(engine.settings, app):
-                self._retiring.discard(engine)
-                engine.revive(app)
+    def _retired_engine(self, app: AppSettings) -> Deployer | None:
+        """The engine of a removed app of this name still at work on the same clone."""
+        for engine in self._retiring:
+            if engine.name == app.name and _same_path(engine.settings.repo, app.repo):
                 return engine
         return None
 
     def _retire(self, engine: Deployer) -> None:
+        """
+        Retire a removed app's engine; it stays here, to be stopped with the
+        others, until its deploy ended and its outcomes are in the journal.
+        """
         engine.retire()
-        if engine.busy:
-            self._retiring.add(engine)
+        self._retiring.add(engine)
 
-            def ended(_: object) -> None:
-                if engine.retired:
-                    self._retiring.discard(engine)
+        def settled(_: object) -> None:
+            if engine.retired:
+                self._retiring.discard(engine)
 
-            engine.idle().addBoth(ended)
+        engine.settled().addBoth(settled)
 
     def stop(self) -> Deferred[None]:
         """Stop every engine, retiring ones too; fires once all have stopped."""
+        self._stopped = True
         engines = self._all()
         d = gatherResults([engine.stop() for engine in engines], consumeErrors=True)
         return d.addCallback(lambda _: None)
 
 
-def _same_clone(one: AppSettings, other: AppSettings) -> bool:
-    """Whether two apps deploy one clone (the config refuses that within one file)."""
-    return os.path.realpath(one.repo) == os.path.realpath(other.repo)
+def _same_path(one: str, other: str) -> bool:
+    """Whether two clone paths are one clone (the config refuses that within one file)."""
+    return os.path.realpath(one) == os.path.realpath(other)
+
+
+def _none(_: object) -> None:
+    return None

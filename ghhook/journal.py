@@ -797,6 +797,12 @@ class Journal:
     # Small persistent state, per app; the daemon's own keys under DAEMON
 
     @_guarded
+    def values(self, key: str) -> dict[str, str]:
+        """Every app's value of ``key``, by app (the daemon's own under ``""``)."""
+        rows = self._db.execute("SELECT app, value FROM state WHERE key = ?", (key,))
+        return {str(row[0]): str(row[1]) for row in rows}
+
+    @_guarded
     def get(self, key: str, *, app: str) -> str | None:
         row = self._db.execute(
             "SELECT value FROM state WHERE app = ? AND key = ?", (app, key)

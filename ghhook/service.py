@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ghhook.config import ConfigError, DaemonSettings
+from ghhook.deployer import kill_orphans_of_removed_apps
 from ghhook.engines import Engines
 from ghhook.frontdoor import raise_open_file_limit
 from ghhook.journal import Journal, JournalError
@@ -225,6 +226,7 @@ class GhhookService(MultiService):
         self._on_reload = on_reload
         #: Why the last reload was refused, until one succeeds.
         self.config_error: str | None = None
+        self._stopping = False
         self._twistd: MutableMapping[str, Any] = twistd if twistd is not None else {}
         self._listeners: dict[IService, str] = {}
         self._opened = False
@@ -273,9 +275,10 @@ class GhhookService(MultiService):
                 s="" if len(apps) == 1 else "s",
                 names=", ".join(app.name for app in apps),
             )
-            # Deploys left open by apps no longer configured; each engine
-            # closes its own at its start.
+            # Steps and deploys left by apps no longer configured (an app
+            # renamed); each engine kills and closes its own at its start.
             configured = {app.name for app in apps}
+            kill_orphans_of_removed_apps(self.journal, apps)
             closed = self.journal.close_unfinished(time.time(), exclude=configured)
             if closed:
                 log.warn(
@@ -337,6 +340,9 @@ class GhhookService(MultiService):
         systemd hears RELOADING=1 before and READY=1 after, either way.
         """
         assert self._load is not None
+        if self._stopping:
+            log.info("reload ignored: ghhook is stopping")
+            return
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         notify(b"RELOADING=1\nMONOTONIC_USEC=%d" % usec)
         old = self.engines.settings
@@ -374,6 +380,7 @@ class GhhookService(MultiService):
             notify(b"READY=1")
 
     def stopService(self) -> Deferred[None]:
+        self._stopping = True
         notify(b"STOPPING=1")
         # Stop listening first, then let the deploys finish or kill them.
         d: Deferred[object] = maybeDeferred(super().stopService)

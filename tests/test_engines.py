@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, succeed
 from twisted.internet.task import Clock
 
 from ghhook.config import AppSettings, DaemonSettings
-from ghhook.deployer import Deployer, Submission
+from ghhook.cycle import STEP_GROUP
+from ghhook.deployer import Deployer, Submission, kill_orphans_of_removed_apps
 from ghhook.engines import Engines, Slots
 from ghhook.journal import Journal
 from ghhook.results import Result
+from ghhook.service import GhhookService
 from tests.fakes import FakeRunner, fill_disk
 
 A, B, C = ("a" * 40, "b" * 40, "c" * 40)
@@ -265,7 +270,14 @@ def test_a_reload_logs_what_only_a_restart_applies(tmp_path: Path) -> None:
         "path changed; it applies at the next start, not now",
         "max_inflight changed; it applies at the next start, not now",
     ]
-    assert host.engines.settings is new
+    kept = host.engines.settings
+    assert (kept.listen, kept.path, kept.limits) == (old.listen, old.path, old.limits)
+    assert kept.keep_deploys == 5
+    assert host.engines.apply(new) == [
+        "listen changed; it applies at the next start, not now",
+        "path changed; it applies at the next start, not now",
+        "max_inflight changed; it applies at the next start, not now",
+    ], "a later reload still says so"
 
 
 def test_an_app_removed_and_added_back_mid_deploy_keeps_its_engine(tmp_path: Path) -> None:
@@ -308,3 +320,111 @@ def test_a_renamed_app_waits_for_the_deploy_of_its_old_name(tmp_path: Path) -> N
     assert host.runners["blog"].outstanding is not None
     assert host.runners["blog"].outstanding.name == "pull", "then site catches up"
     assert host.results("blog") == ["deployed"], "blog's deploy was not cut off"
+
+
+def test_a_journal_fault_in_a_reload_loses_no_engine_and_the_catch_up_comes_later(
+    tmp_path: Path,
+) -> None:
+    host = Host(tmp_path, ["blog"], parallel=2)
+    host.engines.start()
+    host.turn()
+    host.runners["blog"].pull_to(A)
+    host.turn()
+    disk = fill_disk(host.journal)
+    disk.full = True
+    changes = host.engines.apply(host.settings(["blog", "api"]))
+    assert changes == ["app api added"], "the reload is applied, not half-applied"
+    api = host.engine("api")
+    assert api.pending is None, "the journal refused the catch-up"
+    disk.full = False
+    host.clock.advance(5.0)
+    host.turn()
+    assert host.runners["api"].names() == ["pull"], "the catch-up came once the journal took it"
+
+
+def test_kill_orphans_of_removed_apps_kills_a_renamed_apps_step(tmp_path: Path) -> None:
+    site = app_settings(tmp_path, "site", clone="blog")
+    orphan = subprocess.Popen(["sleep", "30"], cwd=site.repo, start_new_session=True)
+    elsewhere = subprocess.Popen(["sleep", "30"], cwd=tmp_path, start_new_session=True)
+    try:
+        journal = Journal(tmp_path / "j.sqlite3").open()
+        # The previous run, with [apps.blog] and [apps.gone], was SIGKILLed mid-step.
+        journal.put(STEP_GROUP, str(orphan.pid), app="blog")
+        journal.put(STEP_GROUP, str(elsewhere.pid), app="gone")
+        kill_orphans_of_removed_apps(journal, [site])
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert elsewhere.poll() is None, "a pid working outside the clones is not ours"
+        assert journal.values(STEP_GROUP) == {}
+    finally:
+        for process in (orphan, elsewhere):
+            process.kill()
+            process.wait()
+
+
+def test_an_app_added_on_the_clone_another_app_leaves_waits_for_its_deploy(
+    tmp_path: Path,
+) -> None:
+    """blog moves to another clone while it deploys; api, added on blog's old clone, must wait."""
+    host = Host(tmp_path, ["blog"], parallel=2)
+    host.engines.start()
+    host.turn()
+    host.runners["blog"].pull_to(B)
+    host.turn()
+    restart = host.runners["blog"].outstanding
+    assert restart is not None and restart.name == "restart"
+    moved = attrs.evolve(app_settings(tmp_path, "blog", clone="blog2"))
+    new = attrs.evolve(
+        host.engines.settings, apps=(moved, app_settings(tmp_path, "api", clone="blog"))
+    )
+    host.engines.apply(new)  # valid: two apps, two clones
+    host.turn()
+    # FakeRunner("blog") asserts if a step starts in the clone while another runs there;
+    # the engine turns that AssertionError into a failed deploy.
+    assert host.runners["blog"].outstanding is restart
+    assert host.results("api") == ["queued"], host.results("api")
+
+
+def test_stop_leaves_no_retry_timer_of_a_removed_app(tmp_path: Path) -> None:
+    """A removed app's engine stays to be stopped until its outcomes are written."""
+    host = Host(tmp_path, ["blog", "api"], parallel=1)
+    host.engines.start()
+    host.turn()
+    api = host.engine("api")
+    assert api.pending is not None
+    disk = fill_disk(host.journal)
+    disk.full = True
+    host.engines.apply(host.settings(["blog"]))
+    stopped: list[None] = []
+    host.engines.stop().addCallback(stopped.append)
+    assert stopped == [None]
+    left = [c for c in host.clock.getDelayedCalls() if c.active()]
+    assert left == [], f"timers outlive the stop: {left}"
+
+
+def test_a_reload_during_the_stop_starts_no_deploy(tmp_path: Path) -> None:
+    host = Host(tmp_path, ["blog"], parallel=2)
+    host.engines.start()
+    host.turn()
+    blog = host.runners["blog"]
+    pull = blog.outstanding
+    assert pull is not None and pull.name == "pull"
+    # The real ProcessRunner lets the step run up to STOP_GRACE: it does not end at once.
+    blog.interrupt = lambda grace: succeed(None)  # type: ignore[method-assign]
+    new = host.settings(["blog", "api"])
+    service = GhhookService(host.journal, host.engines, host.clock, load=lambda: new)
+    stopped: list[Any] = []
+    service.stopService().addBoth(stopped.append)
+    assert stopped == [], "blog's pull still runs"
+    service.signals.handle(
+        signal.SIGHUP
+    )  # SIGHUP arrives: the handlers are uninstalled only at the end
+    host.turn()
+    api = host.engine("api") if host.engines.get("api") else None
+    assert "api" not in host.runners or host.runners["api"].calls == [], (
+        "a deploy started after the stop began, and stop() will not wait for it: "
+        + str(host.runners["api"].names())
+    )
+    assert api is None or api.running is None
+    pull.finish(0, "")
+    host.turn()
+    assert stopped == [None]

@@ -161,6 +161,9 @@ class StubJournal:
     def close_unfinished(self, finished: float, exclude: Any = ()) -> list[int]:
         return []
 
+    def values(self, key: str) -> dict[str, str]:
+        return {}
+
     def close(self) -> None:
         self.closed = True
 
