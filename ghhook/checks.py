@@ -196,7 +196,18 @@ def git_refusal(git: str, repo: Path, env: Mapping[str, str], user: RunAs | None
         return f"cannot run {git} as {who}: {e}"
     if done.returncode == 0:
         return None
-    lines = done.stderr.strip().splitlines() or [f"git exited with {done.returncode}"]
+    return explain_git_refusal(done.returncode, done.stderr, repo, env, who)
+
+
+def explain_git_refusal(
+    code: int | None, stderr: str, repo: Path, env: Mapping[str, str], who: str | None = None
+) -> str:
+    """
+    Why git refused the clone, from its exit and its words, as one sentence
+    saying what to do (:func:`git_refusal` at start, the reload's check later).
+    """
+    who = who if who is not None else _user_name(os.geteuid())
+    lines = stderr.strip().splitlines() or [f"git exited with {code}"]
     fatal = next((line for line in lines if line.startswith("fatal:")), lines[0])
     reason = fatal.removeprefix("fatal:").strip()
     if "dubious ownership" not in reason:

@@ -7,13 +7,16 @@ and the top service that starts, reloads and stops them.
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.server import Site
 
 from ghhook.admin import Admin
+from ghhook.checks import explain_git_refusal
 from ghhook.config import AppSettings, DaemonSettings
 from ghhook.deployer import Deployer
 from ghhook.engines import Engines, Slots
@@ -21,13 +24,15 @@ from ghhook.frontdoor import QuietAccept, Tally
 from ghhook.health import HealthCheck
 from ghhook.journal import Journal
 from ghhook.metrics import Metrics
-from ghhook.runner import ProcessRunner
+from ghhook.runner import ProcessRunner, StepResult
 from ghhook.service import GhhookService
 from ghhook.site import make_site
 from ghhook.web import Hook
 
 #: Bytes an admin request body may hold: it takes no bodies worth more.
 ADMIN_MAX_BODY = 64 * 1024
+#: Seconds git may take to say whether it works in a clone added by a reload.
+GIT_CHECK_TIMEOUT = 30.0
 
 
 def build_service(
@@ -67,7 +72,39 @@ def build_service(
         if new is not None:
             journal.keep_deploys = new.keep_deploys
 
-    top = GhhookService(journal, engines, reactor, twistd=twistd, load=load, on_reload=reloaded)
+    def check_clones(apps: list[AppSettings]) -> Deferred[list[str]]:
+        """At a reload, ask git as ghhook's user about new clones, as the start did."""
+        source = settings.source or "the config file"
+
+        def verdict(result: StepResult, app: AppSettings) -> list[str]:
+            if result.ok:
+                return []
+            why = explain_git_refusal(result.exit_code, result.output, Path(app.repo), app.env)
+            return [f"{source}: apps.{app.name}.repo: {why}"]
+
+        asked = [
+            runner.run(
+                "git-check",
+                [app.git, "-C", app.repo, "rev-parse", "--git-dir"],
+                cwd="/",
+                env=app.env,
+                timeout=GIT_CHECK_TIMEOUT,
+                fields={"app": app.name},
+            ).addCallback(verdict, app)
+            for app in apps
+        ]
+        found = gatherResults(asked, consumeErrors=True)
+        return found.addCallback(lambda lists: [line for lines in lists for line in lines])
+
+    top = GhhookService(
+        journal,
+        engines,
+        reactor,
+        twistd=twistd,
+        load=load,
+        on_reload=reloaded,
+        check_clones=check_clones,
+    )
     # One summary line of refusals for both listeners, every 10 s at most.
     tally = Tally(reactor)
     hook = Hook(engines, journal, counter=metrics)

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -26,7 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ghhook.config import ConfigError, DaemonSettings
+from ghhook.config import AppSettings, ConfigError, DaemonSettings
 from ghhook.deployer import kill_orphans_of_removed_apps
 from ghhook.engines import Engines
 from ghhook.frontdoor import raise_open_file_limit
@@ -190,6 +190,14 @@ def _fit(line: str, limit: int) -> bytes:
     return cut + b"..."
 
 
+def _ignore(new: DaemonSettings, old: DaemonSettings | None) -> None:
+    return None
+
+
+def _all_fine(apps: list[AppSettings]) -> Deferred[list[str]]:
+    return succeed([])
+
+
 class GhhookService(MultiService):
     """
     Opens the journal, then listens, then queues the catch-up deploy; stops
@@ -204,9 +212,8 @@ class GhhookService(MultiService):
         twistd: MutableMapping[str, Any] | None = None,
         raise_limit: Callable[[], tuple[int, int]] = raise_open_file_limit,
         load: Callable[[], DaemonSettings] | None = None,
-        on_reload: Callable[[DaemonSettings, DaemonSettings | None], object] = lambda new, old: (
-            None
-        ),
+        on_reload: Callable[[DaemonSettings, DaemonSettings | None], object] = _ignore,
+        check_clones: Callable[[list[AppSettings]], Deferred[list[str]]] | None = None,
     ) -> None:
         """
         :param twistd: twistd's options, for its pidfile and the status pipe a
@@ -217,6 +224,8 @@ class GhhookService(MultiService):
             raises :class:`~ghhook.config.ConfigError`. None: nothing to reload.
         :param on_reload: told the settings after each reload attempt (the old
             ones, or None when it was refused), e.g. to update metrics.
+        :param check_clones: asks git, without blocking, whether it works in
+            the clones of apps a reload adds or moves; fires with the problems.
         """
         super().__init__()
         self._raise_limit = raise_limit
@@ -224,6 +233,8 @@ class GhhookService(MultiService):
         self.engines = engines
         self._load = load
         self._on_reload = on_reload
+        self._check_clones = check_clones if check_clones is not None else _all_fine
+        self._reloading = False
         #: Why the last reload was refused, until one succeeds.
         self.config_error: str | None = None
         self._stopping = False
@@ -333,51 +344,85 @@ class GhhookService(MultiService):
         print(line, file=sys.__stderr__, flush=True)
         raise SystemExit(1)
 
-    def reload(self) -> None:
+    def reload(self) -> Deferred[None]:
         """
         Read the config file again and serve what it says; a file with any
         problem changes nothing, each problem logged on a line of its own.
-        systemd hears RELOADING=1 before and READY=1 after, either way.
+        The clones of apps added or moved are checked with git first, in
+        child processes. systemd hears RELOADING=1 before and READY=1 after,
+        either way. Fires once the reload is over.
         """
         assert self._load is not None
         if self._stopping:
             log.info("reload ignored: ghhook is stopping")
-            return
+            return succeed(None)
+        if self._reloading:
+            log.info("reload ignored: the previous one is still checking clones")
+            return succeed(None)
+        self._reloading = True
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         notify(b"RELOADING=1\nMONOTONIC_USEC=%d" % usec)
         old = self.engines.settings
-        try:
-            try:
-                new = self._load()
-            except ConfigError as e:
-                for problem in e.problems:
-                    log.error("reload refused: {problem}", problem=problem)
-                log.error(
-                    "the config file was not reloaded ({count} problem{s}); ghhook goes on"
-                    " with the settings it had",
-                    count=len(e.problems),
-                    s="" if len(e.problems) == 1 else "s",
-                )
-                # One problem per line: the overview page shows them so.
-                shown = list(e.problems[:SHOWN_PROBLEMS])
-                more = len(e.problems) - SHOWN_PROBLEMS
-                if more > 0:
-                    shown.append(f"and {more} more (see the log)")
-                self.config_error = "\n".join(shown)
-                self._on_reload(old, None)
-                return
-            changes = self.engines.apply(new)
-            self.config_error = None
-            for change in changes:
-                log.info("reload: {change}", change=change)
-            if not changes:
-                log.info("reload: nothing changed")
-            self._on_reload(old, new)
-        except Exception:  # noqa: BLE001 - a bug in a reload must not end the daemon
-            log.failure("the reload failed")
-            self.config_error = "the reload failed unexpectedly; see ghhook's log"
-        finally:
+        d: Deferred[DaemonSettings] = maybeDeferred(self._load)
+        d.addCallback(self._vet, old)
+        d.addCallbacks(self._reloaded, self._refused, callbackArgs=(old,), errbackArgs=(old,))
+        d.addErrback(self._reload_failed)
+
+        def over(_: object) -> None:
+            self._reloading = False
             notify(b"READY=1")
+
+        return d.addBoth(over)
+
+    def _vet(self, new: DaemonSettings, old: DaemonSettings) -> Deferred[DaemonSettings]:
+        """Ask git about the clones the running daemon does not deploy yet."""
+        known = {(app.name, app.repo) for app in old.apps}
+        fresh = [app for app in new.apps if (app.name, app.repo) not in known]
+        checked = self._check_clones(fresh)
+
+        def verdict(problems: list[str]) -> DaemonSettings:
+            if problems:
+                raise ConfigError(problems)
+            return new
+
+        return checked.addCallback(verdict)
+
+    def _reloaded(self, new: DaemonSettings, old: DaemonSettings) -> None:
+        if self._stopping:
+            log.info("reload ignored: ghhook is stopping")
+            return
+        changes = self.engines.apply(new)
+        self.config_error = None
+        for change in changes:
+            log.info("reload: {change}", change=change)
+        if not changes:
+            log.info("reload: nothing changed")
+        self._on_reload(old, new)
+
+    def _refused(self, failure: Failure, old: DaemonSettings) -> None:
+        error = failure.trap(ConfigError) and failure.value
+        assert isinstance(error, ConfigError)
+        problems = error.problems
+        for problem in problems:
+            log.error("reload refused: {problem}", problem=problem)
+        log.error(
+            "the config file was not reloaded ({count} problem{s}); ghhook goes on"
+            " with the settings it had",
+            count=len(problems),
+            s="" if len(problems) == 1 else "s",
+        )
+        # One problem per line: the overview page shows them so.
+        shown = list(problems[:SHOWN_PROBLEMS])
+        more = len(problems) - SHOWN_PROBLEMS
+        if more > 0:
+            shown.append(f"and {more} more (see the log)")
+        self.config_error = "\n".join(shown)
+        self._on_reload(old, None)
+
+    def _reload_failed(self, failure: Failure) -> None:
+        # A bug in a reload must not end the daemon.
+        log.failure("the reload failed", failure)
+        self.config_error = "the reload failed unexpectedly; see ghhook's log"
 
     def stopService(self) -> Deferred[None]:
         self._stopping = True

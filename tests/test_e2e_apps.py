@@ -5,6 +5,7 @@ clones of one repository on different branches, and one of another.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.gitfixture import GitFixture
 from tests.gitfixture import git as run_git
 
 pytestmark = pytest.mark.e2e
+NOBODY = 65534
 
 
 @attrs.frozen
@@ -195,3 +197,21 @@ def test_a_broken_reload_changes_nothing_and_a_good_one_applies(host: Host, daem
     code, _ = daemon.push(staged, branch="staging", repository="me/api", path="/hooks/api-staging")
     assert code == 404
     assert daemon.running()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a clone to another user")
+def test_a_reload_adding_a_clone_git_refuses_changes_nothing(
+    host: Host, daemon: Daemon, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    run_git(tmp_path, "clone", "--quiet", str(host.blog.remote), str(docs))
+    for path in (docs, *docs.rglob("*")):
+        os.lchown(path, NOBODY, NOBODY)  # git refuses it to root: dubious ownership
+    added = app_table("docs", docs, "me/docs", "main")
+    daemon.write_config(config(host) + added)
+    daemon.send(signal.SIGHUP)
+    error = eventually(lambda: daemon.overview()["config_error"], what="the reload refused")
+    assert "apps.docs.repo: git refuses to work in it as root" in error
+    assert "dubious ownership" in error
+    assert [app["name"] for app in daemon.overview()["apps"]] == ["api", "api-staging", "blog"]
+    assert daemon.push("a" * 40, repository="me/docs", path="/hooks/docs")[0] == 404

@@ -10,10 +10,11 @@ from typing import Any, cast
 
 import attrs
 import pytest
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
-from ghhook.config import ConfigError, DaemonSettings
+from ghhook.config import AppSettings, ConfigError, DaemonSettings
 from ghhook.service import SHOWN_PROBLEMS, GhhookService, SignalHandlers
 
 
@@ -27,6 +28,9 @@ class StubEngines:
         self.applied.append(new)
         self.settings = new
         return self.changes
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
 
 OLD = DaemonSettings(apps=(), source="/etc/ghhook/ghhook.toml")
@@ -56,6 +60,9 @@ def told(sock: socket.socket) -> list[bytes]:
 class StubJournal:
     def checkpoint(self) -> str:
         return "PASSIVE"
+
+    def close(self) -> None:
+        pass
 
 
 def top(load: Any, reloaded: list[Any]) -> tuple[GhhookService, StubEngines]:
@@ -139,3 +146,57 @@ def test_sighup_reloads_when_there_is_a_config_file() -> None:
     finally:
         handlers.uninstall()
     assert reloads == [None]
+
+
+def app(name: str, repo: str) -> AppSettings:
+    return AppSettings(
+        repo=repo, git_dir=f"{repo}/.git", remote="origin", branch="main", git="git", name=name
+    )
+
+
+def test_git_is_asked_about_new_clones_only_and_its_refusal_changes_nothing(
+    systemd: socket.socket,
+) -> None:
+    old = attrs.evolve(OLD, apps=(app("blog", "/srv/blog"),))
+    new = attrs.evolve(old, apps=(app("blog", "/srv/blog"), app("api", "/srv/api")))
+    asked: list[list[str]] = []
+    answer: Deferred[list[str]] = Deferred()
+
+    def check(apps: list[AppSettings]) -> Deferred[list[str]]:
+        asked.append([each.name for each in apps])
+        return answer
+
+    engines = StubEngines(old)
+    service = GhhookService(
+        cast(Any, StubJournal()), cast(Any, engines), Clock(), load=lambda: new, check_clones=check
+    )
+    done: list[None] = []
+    service.reload().addCallback(done.append)
+    assert asked == [["api"]], "blog's clone was checked at start"
+    assert done == []
+    reloading = told(systemd)
+    assert len(reloading) == 1 and reloading[0].startswith(b"RELOADING=1")
+    service.reload()  # a second SIGHUP while git is asked
+    assert asked == [["api"]]
+    answer.callback(["ghhook.toml: apps.api.repo: git refuses to work in it (dubious ownership)"])
+    assert done == [None]
+    assert engines.applied == [] and engines.settings is old
+    assert service.config_error == (
+        "ghhook.toml: apps.api.repo: git refuses to work in it (dubious ownership)"
+    )
+
+
+def test_a_stop_while_git_is_asked_applies_nothing() -> None:
+    answer: Deferred[list[str]] = Deferred()
+    engines = StubEngines(OLD)
+    service = GhhookService(
+        cast(Any, StubJournal()),
+        cast(Any, engines),
+        Clock(),
+        load=lambda: NEW,
+        check_clones=lambda apps: answer,
+    )
+    service.reload()
+    service.stopService()  # SIGTERM while git is asked
+    answer.callback([])
+    assert engines.applied == []
