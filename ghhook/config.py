@@ -46,6 +46,7 @@ from ghhook.checks import (
     secrets_in_environment,
     secrets_in_file,
 )
+from ghhook.forges import DEFAULT_FORGE, FORGES
 from ghhook.frontdoor import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -56,7 +57,7 @@ from ghhook.frontdoor import (
     open_file_limit,
     parse_size,
 )
-from ghhook.gitrepo import NotAClone, git_dir, github_repository, remote_url
+from ghhook.gitrepo import NotAClone, forge_repository, git_dir, remote_url
 from ghhook.journal import KEEP_DEPLOYS, why_unusable
 from ghhook.runner import ExecutableNotFound, find_executable
 from ghhook.signature import load_secrets
@@ -102,6 +103,8 @@ class AppSettings:
     #: The forge's full name of the repository (``owner/name``); pushes from
     #: others are ignored. None: any repository.
     repository: str | None = None
+    #: Which forge sends its deliveries (a name of :data:`ghhook.forges.FORGES`).
+    forge: str = DEFAULT_FORGE
     secrets: tuple[bytes, ...] = attrs.field(default=(), repr=False)
     restart: tuple[str, ...] | None = None
     timeout: float = 600.0
@@ -198,6 +201,8 @@ APP_KEYS = (
     "repo",
     "branch",
     "remote",
+    "forge",
+    "repository",
     "github_repo",
     "secret_file",
     "secret_env",
@@ -230,6 +235,8 @@ OPTIONS = {
     "repo": "repo",
     "branch": "branch",
     "remote": "remote",
+    "forge": "forge",
+    "repository": "repository",
     "github_repo": "github-repo",
     "secret_file": "secret-file",
     "build": "build-cmd",
@@ -264,8 +271,23 @@ SECRET_REFUSED = (
 _ALTERNATIVES = (
     (("secret_file",), ("secret_env",), ("secret_credential",)),
     (("restart",), ("restart_signal", "restart_pidfile")),
+    (("repository",), ("github_repo",)),
 )
-_GITHUB_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+#: A repository's full name on each forge, and how a sentence describes it.
+_SEGMENT = r"[A-Za-z0-9_.-]+"
+_OWNER_NAME = (re.compile(rf"{_SEGMENT}/{_SEGMENT}"), "OWNER/NAME")
+_REPOSITORY_NAMES = {
+    **{forge: _OWNER_NAME for forge in FORGES},
+    "gitlab": (
+        re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})+"),
+        "GROUP/PROJECT or GROUP/SUBGROUP/PROJECT",
+    ),
+    "bitbucket": (re.compile(rf"{_SEGMENT}/{_SEGMENT}"), "WORKSPACE/REPOSITORY"),
+    "bitbucket-server": (
+        re.compile(rf"~?{_SEGMENT}/{_SEGMENT}"),
+        "PROJECT/REPOSITORY (the project's key, the repository's slug)",
+    ),
+}
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HTTP_URL = re.compile(r"https?://[^/\s]+")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -526,12 +548,13 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
     """
     repo, gdir = _clone(name, place, host)
     secrets = _secrets(place, host)
+    forge = _forge(place)
     branch = repository = remote = None
     if repo is not None and gdir is not None:
         branch = _branch(place, repo, gdir)
-        remote, repository = _repository(place, repo, gdir)
+        remote, repository = _repository(place, repo, gdir, forge)
     else:
-        _repository_name(place)
+        _repository_name(place, forge)
     timeout = _convert(place, "timeout", positive_float, "600")
     health_timeout = _convert(place, "health_timeout", positive_float, "30")
     path = host.env.get("PATH")
@@ -553,6 +576,7 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
         or timeout is None
         or health_timeout is None
         or builds is None
+        or forge is None
     ):
         return None
     return AppSettings(
@@ -563,6 +587,7 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
         git=host.git,
         name=name,
         repository=repository,
+        forge=forge,
         secrets=secrets,
         restart=restart,
         timeout=timeout,
@@ -636,9 +661,24 @@ def _branch(place: _Place, repo: Path, gdir: Path) -> str | None:
     return on
 
 
-def _repository(place: _Place, repo: Path, gdir: Path) -> tuple[str | None, str | None]:
+def _forge(place: _Place) -> str | None:
+    """The forge that sends the app's deliveries."""
+    if place.broken("forge"):
+        return None
+    forge: str = place.value("forge", DEFAULT_FORGE)
+    if forge not in FORGES:
+        close = difflib.get_close_matches(forge.lower(), FORGES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        place.say("forge", f"unknown forge; {hint}ghhook knows {', '.join(FORGES)}")
+        return None
+    return forge
+
+
+def _repository(
+    place: _Place, repo: Path, gdir: Path, forge: str | None
+) -> tuple[str | None, str | None]:
     """The remote to pull from, and the forge repository pushes must come from."""
-    repository = _repository_name(place)
+    repository = _repository_name(place, forge)
     if place.broken("remote"):
         return None, repository
     remote: str = place.value("remote", "origin")
@@ -651,17 +691,24 @@ def _repository(place: _Place, repo: Path, gdir: Path) -> tuple[str | None, str 
             cli=f"--remote {remote}: no such remote in {repo}",
         )
         return None, repository
-    if place.value("github_repo") is None:
-        repository = github_repository(url)
+    if place.value("repository") is None and place.value("github_repo") is None:
+        repository = forge_repository(url, forge or DEFAULT_FORGE)
     return remote, repository
 
 
-def _repository_name(place: _Place) -> str | None:
-    value = place.value("github_repo")
+def _repository_name(place: _Place, forge: str | None) -> str | None:
+    """The repository as given (``repository``, or its old name ``github_repo``), checked."""
+    given = [key for key in ("repository", "github_repo") if key in place.given]
+    if len(given) > 1 and place.given["repository"].table == place.given["github_repo"].table:
+        place.say("github_repo", "is the old name of repository; give only repository")
+        return None
+    key = given[0] if given else "repository"
+    value = place.value(key)
     if value is None or value is _BROKEN:
         return None
-    if not _GITHUB_NAME.fullmatch(value):
-        place.say("github_repo", "expected OWNER/NAME")
+    pattern, shape = _REPOSITORY_NAMES.get(forge or DEFAULT_FORGE, _OWNER_NAME)
+    if not pattern.fullmatch(value):
+        place.say(key, f"expected {shape}")
         return None
     return str(value)
 

@@ -80,13 +80,18 @@ def classify(event: str, payload: dict[str, Any]) -> Classified:
     if event != "push":
         return Ignore(f"event {event!r} does not deploy; only push does")
     push = parse_push(payload)
+    return undeployable(push) or push
+
+
+def undeployable(push: Push) -> Ignore | None:
+    """Why ``push`` deploys nothing for any app (a tag, a deleted branch), or None."""
     if push.ref.startswith(TAG_PREFIX):
         return Ignore(f"tag push {push.ref!r} does not deploy")
     if push.branch is None:
         return Ignore(f"ref {push.ref!r} is not a branch")
     if push.deleted:
         return Ignore(f"branch {push.branch!r} was deleted")
-    return push
+    return None
 
 
 def match(push: Push, target: Target) -> Ignore | None:
@@ -124,4 +129,5 @@ __all__ = [
     "classify",
     "decide",
     "match",
+    "undeployable",
 ]

@@ -44,8 +44,14 @@ class Push:
     pusher: str | None = None
     message: str | None = None
     #: The push moved the branch to a commit that is not a descendant of
-    #: ``before`` (a rewind, or a rewritten history).
-    forced: bool = False
+    #: ``before`` (a rewind, or a rewritten history); None when the forge
+    #: does not say (Gitea, GitLab, Bitbucket Data Center), so it may have.
+    forced: bool | None = False
+
+    @property
+    def may_rewind(self) -> bool:
+        """Whether the push may have rewound the branch: the engine then always pulls."""
+        return self.forced is not False
 
     @property
     def branch(self) -> str | None:
@@ -153,21 +159,28 @@ def parse_push(payload: dict[str, Any]) -> Push:
         after=after,
         repository=full_name,
         deleted=deleted,
-        pusher=_str_field(pusher, "name"),
-        message=_str_field(head_commit, "message"),
+        pusher=str_field(pusher, "name"),
+        message=str_field(head_commit, "message"),
         forced=payload.get("forced") is True,
     )
 
 
 def _sha(payload: dict[str, Any], name: str) -> str:
-    value = payload.get(name)
+    return sha_field(payload.get(name), name)
+
+
+def sha_field(value: object, name: str) -> str:
+    """``value`` as a lower-case 40-hex-digit sha; ``name`` names it in the sentence."""
     if not isinstance(value, str) or not SHA_RE.fullmatch(value):
         raise BadDelivery(f"the push payload's {name!r} is not a 40-hex-digit sha")
     return value.lower()
 
 
-def _str_field(obj: object, name: str) -> str | None:
-    if isinstance(obj, dict) and isinstance(obj.get(name), str):
-        value: str = obj[name]
-        return value
+def str_field(obj: object, *names: str) -> str | None:
+    """The first of ``names`` that ``obj`` (a dict, or anything) holds as a string."""
+    if isinstance(obj, dict):
+        for name in names:
+            value = obj.get(name)
+            if isinstance(value, str):
+                return value
     return None

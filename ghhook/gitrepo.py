@@ -100,3 +100,41 @@ def github_repository(url: str) -> str | None:
     if match is None:
         return None
     return f"{match.group('owner')}/{match.group('name')}"
+
+
+#: The public hosts whose forge is known, so a clone's repository can be
+#: read off its remote's URL; a self-hosted forge's host tells nothing.
+KNOWN_HOSTS = {
+    "github.com": "github",
+    "gitlab.com": "gitlab",
+    "bitbucket.org": "bitbucket",
+    "codeberg.org": "forgejo",
+    "gitea.com": "gitea",
+}
+_URL = re.compile(
+    r"""^(?:
+        (?:https?|git|ssh)://(?:[^@/]+@)?(?P<host>[^/:]+)(?::\d+)?/
+      | (?:[^@/]+@)?(?P<scp_host>[^/:]+):
+    )(?P<path>[A-Za-z0-9_.~/-]+?)(?:\.git)?/?$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+
+
+def forge_repository(url: str, forge: str) -> str | None:
+    """
+    The forge's full name of the repository a remote URL points at
+    (``owner/name``; GitLab's ``group/subgroup/project``), when its host
+    is the public host of ``forge``; else None.
+    """
+    if forge == "github":
+        return github_repository(url)
+    match = _URL.match(url.strip())
+    if match is None:
+        return None
+    host = (match.group("host") or match.group("scp_host") or "").lower()
+    if KNOWN_HOSTS.get(host) != forge and not (forge == "gitea" and host == "codeberg.org"):
+        return None
+    parts = [part for part in match.group("path").split("/") if part]
+    if len(parts) < 2 or (forge != "gitlab" and len(parts) != 2):
+        return None
+    return "/".join(parts)

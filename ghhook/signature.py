@@ -1,5 +1,6 @@
 """
-Verify GitHub's HMAC signatures on the raw request body.
+Verify HMAC signatures (GitHub's, and the forges' that sign like it) on
+the raw request body.
 
 Pure functions: bytes and header values in, a verdict out. No Twisted here.
 """
@@ -72,25 +73,37 @@ def verify(
     is malformed, like any other value that is not ``<algorithm>=<hex>``.
     """
     if sha256_header is not None:
-        header, raw, algorithm = SHA256_HEADER, sha256_header, "sha256"
-    elif sha1_header is not None:
-        header, raw, algorithm = SHA1_HEADER, sha1_header, "sha1"
-    else:
-        return Verdict(
-            Outcome.MISSING,
-            f"the request carries no {SHA256_HEADER} header",
-        )
-    shape = Verdict(
-        Outcome.MALFORMED,
-        f"the {header} header must look like {algorithm}=<hex digest>",
-    )
+        return verify_hex(body, secrets, SHA256_HEADER, sha256_header, "sha256")
+    if sha1_header is not None:
+        return verify_hex(body, secrets, SHA1_HEADER, sha1_header, "sha1")
+    return Verdict(Outcome.MISSING, f"the request carries no {SHA256_HEADER} header")
+
+
+def verify_hex(
+    body: bytes,
+    secrets: Sequence[bytes],
+    header: str,
+    raw: str | bytes,
+    algorithm: str,
+    prefixed: bool = True,
+) -> Verdict:
+    """
+    Check the hex HMAC of ``body`` in header ``header``, whose value is
+    ``raw``: ``<algorithm>=<hex>`` when ``prefixed`` (GitHub, Bitbucket),
+    the bare hex digest otherwise (Gitea, Forgejo, Gogs).
+    """
+    form = f"{algorithm}=<hex digest>" if prefixed else f"a {algorithm} hex digest"
+    shape = Verdict(Outcome.MALFORMED, f"the {header} header must look like {form}")
     try:
         value = raw.decode("ascii") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
         return shape
-    prefix, sep, digest = value.strip().partition("=")
-    if not sep or prefix != algorithm:
-        return shape
+    if prefixed:
+        prefix, sep, digest = value.strip().partition("=")
+        if not sep or prefix != algorithm:
+            return shape
+    else:
+        digest = value.strip()
     digest = digest.lower()
     if not _HEX_DIGEST[algorithm].fullmatch(digest):
         return Verdict(
@@ -138,4 +151,5 @@ __all__ = [
     "load_secrets",
     "sign",
     "verify",
+    "verify_hex",
 ]

@@ -41,7 +41,8 @@ from ghhook.journal import KEEP_DEPLOYS
 class Options(usage.Options):
     synopsis = "[options] (--config FILE | --repo PATH [options])"
     longdesc = (
-        "Receive GitHub push webhooks, verify their HMAC signature, run"
+        "Receive push webhooks (GitHub, Gitea, Forgejo, Gogs, GitLab, Bitbucket),"
+        " verify their signature, run"
         " `git pull --rebase` in the clone without blocking, and restart the"
         " service that runs from it. Serve every app of a config file (--config),"
         " or the one clone the other options describe (--repo)."
@@ -80,12 +81,22 @@ class Options(usage.Options):
         ],
         ["remote", None, None, "The git remote to pull from. [default: origin]"],
         [
-            "github-repo",
+            "forge",
             None,
             None,
-            "OWNER/NAME; pushes from other repositories are ignored."
-            " Default: inferred from the remote's URL when it is on GitHub.",
+            "Who sends the webhooks: github, gitea, forgejo, gogs, gitlab, bitbucket"
+            " (Cloud) or bitbucket-server (Data Center). [default: github]",
         ],
+        [
+            "repository",
+            None,
+            None,
+            "The forge's full name of the repository (OWNER/NAME; GitLab"
+            " GROUP/SUBGROUP/PROJECT; Bitbucket Data Center PROJECT/SLUG); pushes from"
+            " other repositories are ignored. Default: inferred from the remote's URL"
+            " when it is on the forge's public host.",
+        ],
+        ["github-repo", None, None, "The old name of --repository."],
         [
             "restart-cmd",
             None,

@@ -12,7 +12,6 @@ JSON.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,27 +23,21 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException
 
-from ghhook.decision import Ignore, Pong, classify
-from ghhook.delivery import BadDelivery, Push, parse_body
+from ghhook.decision import Ignore, Pong
+from ghhook.delivery import BadDelivery, Push
+from ghhook.forges import Adapter, BadHeader, Headers, adapter, recognise
 from ghhook.journal import Journal, JournalError
 from ghhook.routing import Routed, RouteTable
-from ghhook.signature import SHA1_HEADER, SHA256_HEADER, Outcome, verify
+from ghhook.signature import Outcome
 
 if TYPE_CHECKING:  # the engines are only called here, never built
-    from ghhook.config import DaemonSettings
+    from ghhook.config import AppSettings, DaemonSettings
     from ghhook.engines import Engines
 
 log = Logger(namespace="ghhook.web")
 
 #: Seconds between two warnings about bad signatures from one peer.
 REJECT_LOG_INTERVAL = 10.0
-#: GitHub's delivery ids are GUIDs; an id starts with a letter or digit, so
-#: that it can never pass for an option where it is used (GHHOOK_DELIVERY).
-_DELIVERY_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
-
-
-class BadHeader(ValueError):
-    """A header of a signed request cannot be used; the message is one sentence."""
 
 
 class DeliveryCounter(Protocol):
@@ -111,7 +104,7 @@ class Hook:
         self._counter = counter
         self._wall_clock = wall_clock
         self._rejected: dict[str, tuple[float, int]] = {}
-        self._routes: tuple[DaemonSettings, RouteTable] | None = None
+        self._routes: tuple[DaemonSettings, dict[str, RouteTable]] | None = None
         self.app = Klein()
         path = engines.settings.path
         self.app.route(path, methods=["POST"], strict_slashes=False)(self.shared)
@@ -145,16 +138,24 @@ class Hook:
     def healthz(self, request: IRequest) -> bytes:
         return healthz(request, self.journal)
 
-    def _table(self) -> RouteTable:
-        """The apps indexed for routing, built again after a reload."""
+    def _table(self, forge: str) -> RouteTable:
+        """The apps of ``forge`` indexed for routing, built again after a reload."""
         settings = self.engines.settings
         if self._routes is None or self._routes[0] is not settings:
-            self._routes = (settings, RouteTable(settings.apps))
-        return self._routes[1]
+            by_forge: dict[str, list[AppSettings]] = {}
+            for app in settings.apps:
+                by_forge.setdefault(app.forge, []).append(app)
+            self._routes = (settings, {name: RouteTable(apps) for name, apps in by_forge.items()})
+        return self._routes[1].get(forge) or RouteTable(())
 
     def shared(self, request: IRequest) -> bytes:
-        """The shared path: every app is a candidate."""
-        return self._receive(request, self._table(), None)
+        """
+        The shared path: the forge is recognised from the headers, and every
+        app of that forge is a candidate (GitHub's when no forge's headers are there).
+        """
+        header = _headers(request)
+        forge = recognise(header) or adapter("github")
+        return self._receive(request, header, forge, self._table(forge.name), None)
 
     def own(self, request: IRequest, name: str) -> bytes:
         """An app's own URL; an app not (or no longer) configured is a 404."""
@@ -167,7 +168,14 @@ class Hook:
             return json_body(
                 request, 405, {"error": f"method {method} is not allowed here; use POST"}
             )
-        return self._receive(request, RouteTable((app,)), name)
+        header = _headers(request)
+        forge = adapter(app.forge)
+        spoke = recognise(header)
+        if spoke is not None and spoke is not forge:
+            label = spoke.label(header)
+            sentence = f"this is a {spoke.title} delivery; app {name} expects {app.forge}"
+            return self._answer(request, label, "wrong_forge", 400, {"error": sentence})
+        return self._receive(request, header, forge, RouteTable((app,)), name)
 
     def _answer(
         self,
@@ -181,61 +189,65 @@ class Hook:
             self._counter.delivery(event, outcome)
         return json_body(request, code, body)
 
-    def _receive(self, request: IRequest, routes: RouteTable, own: str | None) -> bytes:
+    def _receive(
+        self,
+        request: IRequest,
+        header: Headers,
+        forge: Adapter,
+        routes: RouteTable,
+        own: str | None,
+    ) -> bytes:
         """
-        Verify, parse and route a delivery for the apps of ``routes``; ``own``
-        names the app whose URL it came to (None on the shared path).
+        Verify, parse and route a delivery from ``forge`` for the apps of
+        ``routes``; ``own`` names the app whose URL it came to (None on the
+        shared path).
         """
         body = request.content.read()
         # Headers stay bytes until they are used, so that no value an unsigned
         # client sends can raise before the signature has been checked.
-        event_bytes = _header(request, b"X-GitHub-Event")
-        verdict = verify(
-            body,
-            routes.secrets,
-            _header(request, SHA256_HEADER.encode("ascii")),
-            _header(request, SHA1_HEADER.encode("ascii")),
-        )
-        label = _LABELS.get(event_bytes or b"", "other")
+        label = forge.label(header)
+        verdict = forge.authenticate(header, body, routes.secrets, self._wall_clock())
         if verdict.outcome is Outcome.MISSING:
             return self._answer(request, label, "unsigned", 401, {"error": verdict.reason})
         if not verdict.valid or verdict.secret is None:
             self._warn_rejected(_peer(request), verdict.reason, own)
             return self._answer(request, label, "bad_signature", 403, {"error": verdict.reason})
         try:
-            event = _text(event_bytes, "X-GitHub-Event")
-            if not event:
-                raise BadHeader("the request carries no X-GitHub-Event header")
-            delivery = _delivery_id(_header(request, b"X-GitHub-Delivery"))
-            content_type = _text(_header(request, b"Content-Type"), "Content-Type")
+            read = forge.read(header, body)
         except BadHeader as e:
             return self._answer(request, label, "malformed", 400, {"error": str(e)})
-        try:
-            payload = parse_body(body, content_type)
-            classified = classify(event, payload)
         except BadDelivery as e:
             log.warn(
-                "rejected delivery {delivery} ({event}): {reason}",
-                delivery=delivery,
-                event=event,
+                "rejected delivery {delivery} ({forge}): {reason}",
+                delivery=_quiet(forge, header),
+                forge=forge.name,
                 reason=str(e),
                 **_about(own),
             )
             return self._answer(request, label, "malformed", 400, {"error": str(e)})
-        decision: Pong | Ignore | tuple[Push, Routed]
-        if isinstance(classified, Push):
-            routed = routes.route(classified, verdict.secret)
-            decision = (classified, routed) if routed.apps else Ignore(str(routed.reason))
-            if routed.hint is not None:
-                # Rate-limited per peer: any holder of a secret can cause it.
-                self._warn_rejected(_peer(request), routed.hint, own)
+        delivery, event = read.delivery, read.event
+        decision: Pong | Ignore | list[tuple[Push, Routed]]
+        if isinstance(read.what, tuple):
+            decision = []
+            reasons: list[str] = []
+            for push in read.what:
+                routed = routes.route(push, verdict.secret)
+                if routed.apps:
+                    decision.append((push, routed))
+                else:
+                    reasons.append(str(routed.reason))
+                if routed.hint is not None:
+                    # Rate-limited per peer: any holder of a secret can cause it.
+                    self._warn_rejected(_peer(request), routed.hint, own)
+            if not decision:
+                decision = Ignore("; ".join(dict.fromkeys(reasons)))
         else:
-            decision = classified
+            decision = read.what
 
         try:
             with self.journal.transaction():
-                if isinstance(decision, tuple):
-                    outcome, code, answer = self._deliver(delivery, event, *decision)
+                if isinstance(decision, list):
+                    outcome, code, answer = self._deliver(delivery, event, decision)
                 else:
                     outcome, code, answer = self._settle(delivery, event, decision, own)
         except JournalError:
@@ -281,33 +293,47 @@ class Hook:
         return "ignored", 200, {"ignored": decision.reason}
 
     def _deliver(
-        self, delivery: str | None, event: str, push: Push, routed: Routed
+        self, delivery: str | None, event: str, routed: Sequence[tuple[Push, Routed]]
     ) -> tuple[str, int, dict[str, Any]]:
         """
-        Record a push and hand it to each app that takes it, in one
-        transaction; the engines take it, and the log tells of it, only once
-        it commits.
+        Record a push (one per ref it moved that some app deploys) and hand
+        it to each app that takes it, in one transaction; the engines take
+        it, and the log tells of it, only once it commits.
         """
+        apps = list(dict.fromkeys(name for _, route in routed for name in route.apps))
+        first = routed[0][0]
         seq = self.journal.add_delivery(
-            delivery, event, "accepted", self._wall_clock(), push.after, apps=list(routed.apps)
+            delivery, event, "accepted", self._wall_clock(), first.after, apps=apps
         )
         say = self.journal.on_commit
         if seq is None:
-            say(lambda: _duplicate(delivery, _one(routed.apps), apps=routed.apps))
+            say(lambda: _duplicate(delivery, _one(apps), apps=apps))
             return "duplicate", 200, {"duplicate": delivery}
         deploys: list[dict[str, Any]] = []
         declined: dict[str, str] = {}
-        for name in routed.apps:
-            engine = self.engines.get(name)
-            assert engine is not None, f"app {name} is configured but has no engine"
-            submission = engine.submit(push.after, delivery, forced=push.forced)
-            if isinstance(submission, Ignore):
-                declined[name] = submission.reason
-                say(_declined(delivery, push, name, submission.reason))
-            else:
-                deploys.append(
-                    {"app": name, "deploy": submission.deploy, "coalesced": submission.coalesced}
-                )
+        after: str | None = None
+        taken: set[str] = set()
+        for push, route in routed:
+            for name in route.apps:
+                if name in taken:
+                    continue
+                taken.add(name)
+                engine = self.engines.get(name)
+                assert engine is not None, f"app {name} is configured but has no engine"
+                submission = engine.submit(push.after, delivery, forced=push.may_rewind)
+                if isinstance(submission, Ignore):
+                    declined[name] = submission.reason
+                    say(_declined(delivery, push, name, submission.reason))
+                    continue
+                deploy = {
+                    "app": name,
+                    "deploy": submission.deploy,
+                    "coalesced": submission.coalesced,
+                }
+                if len(routed) > 1:
+                    deploy["after"] = push.after
+                deploys.append(deploy)
+                after = after or push.after
                 say(_accepted(delivery, push, name, submission.deploy))
         if not deploys:
             self.journal.settle_delivery(seq, "ignored", apps=[])
@@ -319,7 +345,7 @@ class Hook:
         self.journal.settle_delivery(
             seq, "accepted", deploys[0]["deploy"], apps=[d["app"] for d in deploys]
         )
-        answer: dict[str, Any] = {"after": push.after, "delivery": delivery, "deploys": deploys}
+        answer: dict[str, Any] = {"after": after, "delivery": delivery, "deploys": deploys}
         if declined:
             answer["ignored"] = declined
         return "accepted", 202, answer
@@ -366,6 +392,7 @@ def _accepted(delivery: str | None, push: Push, app: str, deploy: int) -> Callab
         deploy=deploy,
         pusher=push.pusher,
         forced=" (forced)" if push.forced else "",
+        repository=push.repository,
     )
 
 
@@ -378,35 +405,27 @@ def healthz(request: IRequest, journal: Journal) -> bytes:
     return json_body(request, 200, {"ok": True})
 
 
-_LABELS = {b"ping": "ping", b"push": "push"}
-
-
-def _header(request: IRequest, name: bytes) -> bytes | None:
+def _headers(request: IRequest) -> Headers:
     """
-    The first value of header ``name``, as the bytes sent. Asked by a str
-    name, Twisted decodes every value as UTF-8 and raises on one that is not.
+    A request's headers as the adapters read them: the first value of a
+    name, as the bytes sent. Asked by a str name, Twisted decodes every
+    value as UTF-8 and raises on one that is not.
     """
-    values = request.requestHeaders.getRawHeaders(name)
-    return values[0] if values else None
+    raw = request.requestHeaders
+
+    def header(name: str) -> bytes | None:
+        values = raw.getRawHeaders(name.encode("ascii"))
+        return values[0] if values else None
+
+    return header
 
 
-def _text(value: bytes | None, name: str) -> str | None:
-    """A header value decoded where it is used; not UTF-8 is the sender's fault."""
-    if value is None:
-        return None
+def _quiet(forge: Adapter, header: Headers) -> str | None:
+    """The delivery id for a log line, or None when it is not a valid one."""
     try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadHeader(f"the {name} header is not UTF-8") from None
-
-
-def _delivery_id(value: bytes | None) -> str | None:
-    """The delivery id, checked on the raw bytes (so it is ASCII once it passes)."""
-    if value is None:
+        return forge.delivery_id(header)
+    except BadHeader:
         return None
-    if not _DELIVERY_ID.fullmatch(value):
-        raise BadHeader("the X-GitHub-Delivery header is not a delivery id")
-    return value.decode("ascii")
 
 
 class RefuseUndecodableUrls(Resource):
