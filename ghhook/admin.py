@@ -134,6 +134,9 @@ def _engine_state(deployer: Deployer) -> dict[str, Any]:
         "name": settings.name,
         "repo": settings.repo,
         "branch": settings.branch,
+        "forge": settings.forge,
+        "repository": settings.repository,
+        # The name of "repository" before other forges came; kept for scripts.
         "github_repo": settings.repository,
         "head": deployer.head,
         "busy": deployer.busy,

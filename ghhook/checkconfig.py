@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_INVALID = 2
-COLUMNS = ("name", "clone", "branch", "repository", "URL path", "commands")
+COLUMNS = ("name", "clone", "branch", "forge", "repository", "URL path", "commands")
 
 
 class CheckConfigOptions(usage.Options):
@@ -58,6 +58,7 @@ def app_row(app: AppSettings, shared_path: str) -> tuple[str, ...]:
         app.name,
         app.repo,
         app.branch,
+        app.forge,
         app.repository or "(any)",
         f"{app.hook_path}, {shared_path}",
         commands or "-",

@@ -109,7 +109,7 @@ def delivery_headers(
 # fields ghhook reads and the ones around them a receiver would see.
 
 GITEA_FAMILY = ("gitea", "forgejo", "gogs")
-#: The forges whose "test" button sends a ping ghhook answers with a pong.
+#: The forges whose "test" button sends a delivery ghhook answers with a pong.
 PING_FORGES = ("github", "gitea", "forgejo", "gogs", "bitbucket-server")
 _TITLES = {"gitea": "Gitea", "forgejo": "Forgejo", "gogs": "Gogs"}
 
@@ -393,7 +393,8 @@ def forge_ping(forge: str, repository: str = "example/app") -> dict[str, Any]:
     if forge == "github":
         return ping_payload(repository)
     if forge in GITEA_FAMILY:
-        return {"hook_id": 1, "repository": {"id": 1, "full_name": repository}}
+        # Their "Test Delivery" button: a push of a fake commit, both shas zero.
+        return gitea_push(ZERO_SHA, ZERO_SHA, repository=repository)
     if forge == "bitbucket-server":
         return {"test": True}
     raise ValueError(f"{forge} sends no ping; send a push")
@@ -427,6 +428,7 @@ def forge_headers(
             forge, ("gogs",)
         )
         headers = {"Content-Type": "application/json", "User-Agent": "Go-http-client/1.1"}
+        event = "push"  # a test delivery is a push too (see forge_ping)
         for member in family:
             title = _TITLES[member]
             headers[f"X-{title}-Event"] = event

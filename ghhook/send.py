@@ -1,9 +1,10 @@
 """
-``python -m ghhook send``: post a signed, GitHub-shaped delivery to a hook.
+``python -m ghhook send``: post a signed delivery, shaped like a forge's, to a hook.
 
-For trying a deployment end to end without GitHub: the body comes from
-:mod:`ghhook.payloads` (what GitHub sends), it is signed with both of
-GitHub's signatures, and the answer's status decides the exit status.
+For trying a deployment end to end without the forge: the body and the
+headers come from :mod:`ghhook.payloads` (what each forge sends), signed as
+that forge signs (``--forge``, GitHub by default), and the answer's status
+decides the exit status.
 
 Exit statuses: 0 for a 2xx answer, 1 for any other answer, 2 when the
 delivery cannot be built (options, secret, clone), 3 when no answer came
@@ -34,9 +35,11 @@ from ghhook.checkconfig import CheckConfigOptions
 from ghhook.checkconfig import check as check_config
 from ghhook.checks import child_environment, positive_float, read_secrets
 from ghhook.delivery import SHA_RE, ZERO_SHA
-from ghhook.gitrepo import NotAClone, current_branch, git_dir, github_repository, remote_url
+from ghhook.forges import FORGES
+from ghhook.forges.gitlab import signing_key
+from ghhook.gitrepo import NotAClone, current_branch, forge_repository, git_dir, remote_url
 from ghhook.httpclient import NoWholeAnswer, whole_answer
-from ghhook.payloads import delivery_headers, encode, ping_payload, push_payload
+from ghhook.payloads import PING_FORGES, encode, forge_headers, forge_ping, forge_push
 from ghhook.runner import ExecutableNotFound, find_executable
 
 EVENTS = ("ping", "push")
@@ -60,8 +63,9 @@ class CannotSend(Exception):
 class SendOptions(usage.Options):
     synopsis = "--url URL --event ping|push [options]"
     longdesc = (
-        "Post a delivery shaped and signed like GitHub's (X-Hub-Signature-256 and"
-        " X-Hub-Signature, a fresh X-GitHub-Delivery) and print the answer. A push"
+        "Post a delivery shaped and signed like the forge's (GitHub by default:"
+        " X-Hub-Signature-256 and X-Hub-Signature, a fresh X-GitHub-Delivery; see"
+        " --forge) and print the answer. A push"
         " defaults to the HEAD of --repo-dir and its branch, so it asks the hook to"
         " deploy what is checked out there. Exits 0 on a 2xx answer."
     )
@@ -93,12 +97,29 @@ class SendOptions(usage.Options):
         ],
         ["repo-dir", None, ".", "The clone to read HEAD, branch and remote from."],
         [
-            "github-repo",
+            "forge",
             None,
-            None,
-            "OWNER/NAME in the payload. Default: from the origin remote of"
-            " --repo-dir when it is on GitHub, else example/app.",
+            "github",
+            "Shape and sign the delivery as this forge does: github, gitea, forgejo, gogs,"
+            " gitlab, bitbucket or bitbucket-server.",
         ],
+        [
+            "gitlab-auth",
+            None,
+            "token",
+            "With --forge gitlab: token (X-Gitlab-Token) or signing (a signing token,"
+            " whsec_..., signs the delivery as GitLab does).",
+        ],
+        [
+            "repository",
+            None,
+            None,
+            "The repository's full name in the payload (OWNER/NAME; GitLab"
+            " GROUP/PROJECT; Bitbucket Data Center PROJECT/SLUG). Default: from the"
+            " origin remote of --repo-dir when it is on the forge's public host, else"
+            " example/app (PROJ/app for bitbucket-server).",
+        ],
+        ["github-repo", None, None, "The old name of --repository."],
         ["timeout", None, "30", "Seconds to wait for the whole answer (connect, headers, body)."],
     ]
 
@@ -114,16 +135,35 @@ class SendOptions(usage.Options):
                 self[name] = check_sha(f"--{name}", self[name])
         if self["ref"] is not None and not self["ref"].startswith("refs/"):
             raise usage.UsageError(f"--ref {self['ref']}: expected a full ref like refs/heads/main")
-        if self["github-repo"] is not None:
-            owner, slash, name = self["github-repo"].partition("/")
-            if not (owner and slash and name) or "/" in name:
-                raise usage.UsageError(f"--github-repo {self['github-repo']}: expected OWNER/NAME")
+        if self["forge"] not in FORGES:
+            raise usage.UsageError(f"--forge {self['forge']}: give one of {', '.join(FORGES)}")
+        if self["gitlab-auth"] not in ("token", "signing"):
+            raise usage.UsageError(f"--gitlab-auth {self['gitlab-auth']}: give token or signing")
+        if self["event"] == "ping" and self["forge"] not in PING_FORGES:
+            raise usage.UsageError(
+                f"--event ping: {self['forge']} sends no ping (its test button sends a push);"
+                " send --event push"
+            )
+        for option in ("repository", "github-repo"):
+            value = self[option]
+            if value is not None:
+                parts = value.split("/")
+                nested = self["forge"] == "gitlab"
+                if len(parts) < 2 or not all(parts) or (len(parts) > 2 and not nested):
+                    shape = "GROUP/PROJECT" if nested else "OWNER/NAME"
+                    raise usage.UsageError(f"--{option} {value}: expected {shape}")
+        self["repository"] = self["repository"] or self["github-repo"]
         try:
             self["timeout"] = positive_float(self["timeout"])
         except ValueError as e:
             raise usage.UsageError(f"--timeout {self['timeout']}: {e}") from None
         self["secret"] = read_secrets(self["secret-file"], dict(os.environ))[0]
-        self["clone"] = inspect_clone(Path(self["repo-dir"]))
+        if self["forge"] == "gitlab" and self["gitlab-auth"] == "signing":
+            if signing_key(self["secret"]) is None:
+                raise usage.UsageError(
+                    "--gitlab-auth signing: the secret is no signing token (whsec_<base64>)"
+                )
+        self["clone"] = inspect_clone(Path(self["repo-dir"]), self["forge"])
 
     def getSynopsis(self) -> str:
         return f"Usage: python -m ghhook send {self.synopsis}"
@@ -170,8 +210,8 @@ class Clone:
     is_clone: bool
 
 
-def inspect_clone(work_tree: Path) -> Clone:
-    """Read the branch and the GitHub repository from a clone's files."""
+def inspect_clone(work_tree: Path, forge: str = "github") -> Clone:
+    """Read the branch and the forge's repository from a clone's files."""
     try:
         gdir = git_dir(work_tree)
     except NotAClone:
@@ -180,7 +220,7 @@ def inspect_clone(work_tree: Path) -> Clone:
     return Clone(
         work_tree,
         current_branch(gdir),
-        github_repository(url) if url else None,
+        forge_repository(url, forge) if url else None,
         True,
     )
 
@@ -224,9 +264,11 @@ async def rev_parse(reactor: Any, git: str, work_tree: Path, revision: str) -> s
 async def build_payload(reactor: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     """The event's payload, its defaults filled in from the clone."""
     clone: Clone = config["clone"]
-    repository = config["github-repo"] or clone.repository or DEFAULT_REPOSITORY
+    forge = config["forge"]
+    default = "PROJ/app" if forge == "bitbucket-server" else DEFAULT_REPOSITORY
+    repository = config["repository"] or clone.repository or default
     if config["event"] == "ping":
-        return ping_payload(repository)
+        return forge_ping(forge, repository)
     after, before = config["after"], config["before"]
     if after is None or before is None:
         git = _git() if clone.is_clone else None
@@ -248,7 +290,7 @@ async def build_payload(reactor: Any, config: Mapping[str, Any]) -> dict[str, An
                 parent = await rev_parse(reactor, git, clone.work_tree, f"{after}~1")
             before = parent or ZERO_SHA
     ref = config["ref"] or f"refs/heads/{clone.branch or DEFAULT_BRANCH}"
-    return push_payload(after=after, before=before, ref=ref, repository=repository)
+    return forge_push(forge, after=after, before=before, ref=ref, repository=repository)
 
 
 def _git() -> str | None:
@@ -334,7 +376,14 @@ async def send(reactor: Any, config: Mapping[str, Any], out: TextIO = sys.stdout
     """Build, sign and post the delivery; print the answer; return the exit status."""
     payload = await build_payload(reactor, config)
     body = encode(payload)
-    headers = delivery_headers(body, config["secret"], config["event"])
+    headers = forge_headers(
+        config["forge"],
+        body,
+        config["secret"],
+        config["event"],
+        ref=config["ref"] or str(payload.get("ref") or ""),
+        gitlab_auth=config["gitlab-auth"],
+    )
     answer = await post(reactor, config["url"], body, headers, config["timeout"])
     print_answer(answer, out)
     return EXIT_OK if answer.ok else EXIT_REFUSED

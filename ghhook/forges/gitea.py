@@ -12,9 +12,9 @@ from typing import Any
 
 import attrs
 
-from ghhook.decision import Pong
-from ghhook.delivery import FORM_TYPE, BadDelivery, Push, parse_push, str_field
-from ghhook.forges.base import Adapter, Headers
+from ghhook.decision import Ignore, Pong
+from ghhook.delivery import FORM_TYPE, ZERO_SHA, BadDelivery, Push, parse_push, str_field
+from ghhook.forges.base import Adapter, Headers, Read, json_object
 from ghhook.signature import Outcome, Verdict, verify_hex
 
 
@@ -51,7 +51,22 @@ class GiteaFamily(Adapter):
     def pong(self, payload: dict[str, Any]) -> Pong:
         return Pong(zen=None, hook_id=None)
 
+    def read(self, header: Headers, body: bytes) -> Read:
+        read = super().read(header, body)
+        # The forge's "Test Delivery" button sends a push of a fake commit whose
+        # before and after are both zero: a check of the URL and the secret,
+        # not the deletion it would otherwise read as.
+        if read.event == "push" and isinstance(read.what, Ignore) and _is_test(body):
+            return Read("ping", read.delivery, Pong(zen=None, hook_id=None))
+        return read
+
     def pushes(self, event: str, payload: dict[str, Any]) -> list[Push]:
         push = parse_push(payload)
         pusher = str_field(payload.get("pusher"), "username", "login", "name")
         return [attrs.evolve(push, pusher=pusher, forced=None)]
+
+
+def _is_test(body: bytes) -> bool:
+    """Whether an (already read) push is a test delivery: both shas zero."""
+    payload = json_object(body)
+    return payload.get("before") == ZERO_SHA and payload.get("after") == ZERO_SHA

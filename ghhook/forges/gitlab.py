@@ -74,7 +74,9 @@ class GitLab(Adapter):
             )
         found = same_token(token, secrets)
         if found is None:
-            return Verdict(Outcome.MISMATCH, f"the {TOKEN_HEADER} is not the GitLab token")
+            return Verdict(
+                Outcome.MISMATCH, f"the {TOKEN_HEADER} header matches no GitLab secret token"
+            )
         return Verdict(Outcome.VALID, "GitLab token verified", found)
 
     def pushes(self, event: str, payload: dict[str, Any]) -> list[Push]:
