@@ -293,8 +293,9 @@ def _app_row(app: Mapping[str, Any]) -> Tag:
     else:
         row_class = "app"
     where = str(app["branch"])
-    if app.get("github_repo"):
-        where = f"{app['github_repo']} \N{MIDDLE DOT} {where}"
+    repository = app.get("repository", app.get("github_repo"))
+    if repository:
+        where = f"{repository} \N{MIDDLE DOT} {where}"
     state_cell: list[Any] = [tags.span(class_=f"state {state}")(state)]
     job = app.get("running") if state == "deploying" else app.get("pending")
     if job is not None:
@@ -373,14 +374,16 @@ def _config_banner(config: str | None, why: str) -> Tag:
 
 def _summary(status: Mapping[str, Any]) -> Tag:
     state = state_of(status)
-    github_repo = status.get("github_repo")
+    repository = status.get("repository", status.get("github_repo"))
     rows: list[tuple[str, Any]] = [
         ("Repository", tags.code(status["repo"])),
         ("Branch", tags.code(f"{status['remote']}/{status['branch']}")),
         ("Head", tags.span(id="head")(_sha(status["head"], full=True))),
     ]
-    if "github_repo" in status:
-        rows.insert(1, ("Pushes from", tags.code(github_repo) if github_repo else "any repository"))
+    if "repository" in status or "github_repo" in status:
+        forge = f" ({status['forge']})" if status.get("forge") else ""
+        pushes_from = tags.code(repository) if repository else "any repository"
+        rows.insert(1, ("Pushes from", [pushes_from, forge]))
     if "deployed" in status:
         rows.append(("Last restarted on", _sha(status["deployed"], full=True)))
     rows.append(("State", tags.span(class_=f"state {state}", id="state")(state)))
