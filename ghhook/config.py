@@ -47,6 +47,7 @@ from ghhook.checks import (
     secrets_in_file,
 )
 from ghhook.forges import DEFAULT_FORGE, FORGES
+from ghhook.forges.gitlab import signing_key
 from ghhook.frontdoor import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -549,6 +550,8 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
     repo, gdir = _clone(name, place, host)
     secrets = _secrets(place, host)
     forge = _forge(place)
+    if forge == "gitlab" and secrets is not None:
+        _signing_tokens(place, secrets)
     branch = repository = remote = None
     if repo is not None and gdir is not None:
         branch = _branch(place, repo, gdir)
@@ -672,6 +675,21 @@ def _forge(place: _Place) -> str | None:
         place.say("forge", f"unknown forge; {hint}ghhook knows {', '.join(FORGES)}")
         return None
     return forge
+
+
+def _signing_tokens(place: _Place, secrets: Sequence[bytes]) -> None:
+    """A GitLab secret line that starts ``whsec_`` must be a whole signing token."""
+    if all(signing_key(secret) is not None for secret in secrets if secret.startswith(b"whsec_")):
+        return
+    message = (
+        "a line starting with whsec_ is a GitLab signing token, and this one is not"
+        " whsec_<base64>; copy the whole token GitLab shows"
+    )
+    given = [key for key in SECRET_KEYS if key in place.given]
+    if given:
+        place.say(given[0], message)
+    else:
+        place.say_whole("", cli=f"the webhook secret: {message}")
 
 
 def _repository(
