@@ -72,7 +72,8 @@ class GitLab(Adapter):
                 f"the request carries no {TOKEN_HEADER} header and no {SIGNATURE_HEADER}:"
                 " set a secret token or a signing token in GitLab's webhook settings",
             )
-        found = same_token(token, secrets)
+        # A signing token only signs: sent as a token it is refused.
+        found = same_token(token, [secret for secret in secrets if signing_key(secret) is None])
         if found is None:
             return Verdict(
                 Outcome.MISMATCH, f"the {TOKEN_HEADER} header matches no GitLab secret token"
