@@ -155,7 +155,16 @@ class Hook:
         """
         header = _headers(request)
         forge = recognise(header) or adapter("github")
-        return self._receive(request, header, forge, self._table(forge.name), None)
+        routes = self._table(forge.name)
+        if not routes.apps:
+            reason = (
+                f"this is a {forge.title} delivery, and no app here takes {forge.title}"
+                f" deliveries (an app's forge setting names its forge)"
+            )
+            return self._answer(
+                request, forge.label(header), "bad_signature", 403, {"error": reason}
+            )
+        return self._receive(request, header, forge, routes, None)
 
     def own(self, request: IRequest, name: str) -> bytes:
         """An app's own URL; an app not (or no longer) configured is a 404."""
@@ -207,11 +216,15 @@ class Hook:
         # client sends can raise before the signature has been checked.
         label = forge.label(header)
         verdict = forge.authenticate(header, body, routes.secrets, self._wall_clock())
-        if verdict.outcome is Outcome.MISSING:
-            return self._answer(request, label, "unsigned", 401, {"error": verdict.reason})
         if not verdict.valid or verdict.secret is None:
-            self._warn_rejected(_peer(request), verdict.reason, own)
-            return self._answer(request, label, "bad_signature", 403, {"error": verdict.reason})
+            # The sentence names the forge whose credential it looked for.
+            reason = verdict.reason
+            if forge.title not in reason:
+                reason = f"{reason} ({forge.title} delivery)"
+            if verdict.outcome is Outcome.MISSING:
+                return self._answer(request, label, "unsigned", 401, {"error": reason})
+            self._warn_rejected(_peer(request), reason, own)
+            return self._answer(request, label, "bad_signature", 403, {"error": reason})
         try:
             read = forge.read(header, body)
         except BadHeader as e:

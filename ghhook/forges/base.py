@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from ghhook.decision import Ignore, Pong, undeployable
-from ghhook.delivery import BadDelivery, Push
+from ghhook.delivery import BadDelivery, Push, str_field
 from ghhook.signature import Verdict
 
 #: A request's header by name (any case): the first value, as the bytes sent.
@@ -164,6 +164,15 @@ def deployable(pushes: Iterable[Push]) -> Ignore | tuple[Push, ...]:
     return Ignore(f"{reasons[0]} (and {len(reasons) - 1} more refs that do not deploy)")
 
 
+def commit_message(commits: object, sha: str) -> str | None:
+    """The message of the commit ``sha`` in a payload's list of ``commits``, if it is there."""
+    if isinstance(commits, list):
+        for commit in commits:
+            if isinstance(commit, dict) and commit.get("id") == sha:
+                return str_field(commit, "message")
+    return None
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object, or :class:`BadDelivery`."""
     try:
@@ -207,6 +216,7 @@ __all__ = [
     "BadHeader",
     "Headers",
     "Read",
+    "commit_message",
     "deployable",
     "json_object",
     "same_token",

@@ -20,7 +20,7 @@ from ghhook.delivery import (
     sha_field,
     str_field,
 )
-from ghhook.forges.base import Adapter, Headers
+from ghhook.forges.base import Adapter, Headers, Read
 from ghhook.signature import Outcome, Verdict, verify_hex
 
 SIGNATURE_HEADER = "X-Hub-Signature"
@@ -114,6 +114,12 @@ class BitbucketServer(_Bitbucket):
     title = "Bitbucket Data Center"
     events = {b"repo:refs_changed": "push", b"diagnostics:ping": "ping"}
     delivery_headers = ("X-Request-Id",)
+
+    def read(self, header: Headers, body: bytes) -> Read:
+        # "Test connection": its body is not documented, so it is not read.
+        if header(self.event_header) == b"diagnostics:ping":
+            return Read("ping", self.delivery_id(header), Pong(zen=None, hook_id=None))
+        return super().read(header, body)
 
     def recognises(self, header: Headers) -> bool:
         # Bitbucket Cloud's deliveries carry X-Request-UUID and X-Hook-UUID instead.

@@ -14,7 +14,7 @@ import attrs
 
 from ghhook.decision import Ignore, Pong
 from ghhook.delivery import FORM_TYPE, ZERO_SHA, BadDelivery, Push, parse_push, str_field
-from ghhook.forges.base import Adapter, Headers, Read, json_object
+from ghhook.forges.base import Adapter, Headers, Read, commit_message, json_object
 from ghhook.signature import Outcome, Verdict, verify_hex
 
 
@@ -31,7 +31,8 @@ class GiteaFamily(Adapter):
         self, header: Headers, body: bytes, secrets: Sequence[bytes], now: float
     ) -> Verdict:
         raw = header(self.signature_header)
-        if raw is None:
+        # A hook without a secret sends the header empty.
+        if raw is None or not raw.strip():
             return Verdict(
                 Outcome.MISSING,
                 f"the request carries no {self.signature_header} header: set a secret"
@@ -63,7 +64,9 @@ class GiteaFamily(Adapter):
     def pushes(self, event: str, payload: dict[str, Any]) -> list[Push]:
         push = parse_push(payload)
         pusher = str_field(payload.get("pusher"), "username", "login", "name")
-        return [attrs.evolve(push, pusher=pusher, forced=None)]
+        # Gogs sends no head_commit: the message is the pushed commit's.
+        message = push.message or commit_message(payload.get("commits"), push.after)
+        return [attrs.evolve(push, pusher=pusher, forced=None, message=message)]
 
 
 def _is_test(body: bytes) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ghhook.delivery import BadDelivery, Push, sha_field, str_field
-from ghhook.forges.base import Adapter, Headers, same_token
+from ghhook.forges.base import Adapter, Headers, commit_message, same_token
 from ghhook.signature import Outcome, Verdict
 
 TOKEN_HEADER = "X-Gitlab-Token"
@@ -63,9 +63,18 @@ class GitLab(Adapter):
         self, header: Headers, body: bytes, secrets: Sequence[bytes], now: float
     ) -> Verdict:
         signature = header(SIGNATURE_HEADER)
-        if signature is not None:
+        # A hook with both tokens sends both headers: the signature decides
+        # when the app holds a signing token, else the secret token does (so
+        # a leaked secret token cannot stand in for a signing token).
+        if signature is not None and any(signing_key(secret) for secret in secrets):
             return _signed(header, signature, body, secrets, now)
         token = header(TOKEN_HEADER)
+        if token is None and signature is not None:
+            return Verdict(
+                Outcome.MISMATCH,
+                "the delivery is signed, but no app here holds a GitLab signing token"
+                " (whsec_...): put it in the app's secret file",
+            )
         if token is None:
             return Verdict(
                 Outcome.MISSING,
@@ -87,12 +96,7 @@ class GitLab(Adapter):
         after = sha_field(payload.get("after"), "after")
         project = payload.get("project")
         repository = str_field(project, "path_with_namespace")
-        message = None
-        commits = payload.get("commits")
-        if isinstance(commits, list):
-            for commit in commits:
-                if isinstance(commit, dict) and commit.get("id") == after:
-                    message = str_field(commit, "message")
+        message = commit_message(payload.get("commits"), after)
         return [
             Push(
                 ref=ref,
