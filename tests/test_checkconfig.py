@@ -65,7 +65,16 @@ def test_a_valid_file_prints_the_apps_and_exits_0(
     code, out, err = run(str(write(tmp_path, VALID)))
     assert (code, err) == (0, "")
     header, api, api_staging = out.splitlines()
-    assert header.split() == ["name", "clone", "branch", "forge", "repository", "URL", "path", "commands"]
+    assert header.split() == [
+        "name",
+        "clone",
+        "branch",
+        "forge",
+        "repository",
+        "URL",
+        "path",
+        "commands",
+    ]
     true, echo = shutil.which("true"), shutil.which("echo")
     assert api.split()[:6] == ["api", str(git.clone), "main", "me/api", "/hooks/api,", "/github"]
     assert api.endswith(f"  {true}; {echo} 'two words'; {true}"), "shell-quoted, build first"

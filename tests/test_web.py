@@ -483,7 +483,9 @@ def test_an_apps_own_url_is_verified_with_its_secrets_only(
     assert list(pending(host)) == apps, "only the app of the URL takes it"
     assert host.journal.seen_delivery("d-1") is (code == 202)
     if code == 403:
-        assert answer == {"error": "the X-Hub-Signature-256 signature does not match the body (GitHub delivery)"}
+        assert answer == {
+            "error": "the X-Hub-Signature-256 signature does not match the body (GitHub delivery)"
+        }
 
 
 def test_one_delivery_on_the_shared_path_deploys_every_matching_app(host: Client) -> None:
