@@ -76,12 +76,21 @@ def test_a_valid_file_prints_the_apps_and_exits_0(
         "commands",
     ]
     true, echo = shutil.which("true"), shutil.which("echo")
-    assert api.split()[:7] == ["api", str(git.clone), "main", "github", "me/api", "/hooks/api,", "/github"]
+    assert api.split()[:7] == [
+        "api",
+        str(git.clone),
+        "main",
+        "github",
+        "me/api",
+        "/hooks/api,",
+        "/github",
+    ]
     assert api.endswith(f"  {true}; {echo} 'two words'; {true}"), "shell-quoted, build first"
     assert api_staging.split() == [
         "api-staging",
         str(staging),
         "staging",
+        "github",
         "me/api",
         "/hooks/api-staging,",
         "/github",
