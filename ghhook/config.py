@@ -60,6 +60,7 @@ from ghhook.frontdoor import (
 )
 from ghhook.gitrepo import NotAClone, forge_repository, git_dir, remote_url
 from ghhook.journal import KEEP_DEPLOYS, why_unusable
+from ghhook.reports import NotifySettings, ReportSettings
 from ghhook.runner import ExecutableNotFound, find_executable
 from ghhook.signature import load_secrets
 
@@ -115,6 +116,10 @@ class AppSettings:
     restart_pidfile: str | None = None
     health_url: str | None = None
     health_timeout: float = 30.0
+    #: How the app reports deploys to its forge; None: it does not.
+    report: ReportSettings | None = None
+    #: The notifications that may tell of the app's deploys.
+    notify: tuple[NotifySettings, ...] = ()
 
     @property
     def hook_path(self) -> str:

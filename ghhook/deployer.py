@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ghhook import reports
 from ghhook.config import AppSettings
 from ghhook.cycle import (
     DEPLOYED,
@@ -45,6 +46,7 @@ from ghhook.cycle import (
 from ghhook.decision import Ignore
 from ghhook.escape import printable
 from ghhook.journal import AppJournal, Journal, JournalError
+from ghhook.reports import Call, Reporting
 from ghhook.results import Result
 from ghhook.runner import StepResult
 
@@ -207,6 +209,15 @@ class Outcome:
     author: str | None = None
     #: The journal's state keys this deploy leaves (DEPLOYED, ROLLED_BACK).
     state: Mapping[str, str] = attrs.field(factory=dict)
+    #: The reports its end makes (statuses, notifications), for the outbox.
+    reports: tuple[Call, ...] = ()
+
+
+def reporting_of(settings: AppSettings) -> Reporting:
+    """What an app reports, and to whom, as :mod:`ghhook.reports` reads it."""
+    return Reporting(
+        settings.name, settings.forge, settings.repository, settings.report, settings.notify
+    )
 
 
 def kill_orphaned_step(group: str | None, clones: Sequence[str], logger: Logger = log) -> None:
@@ -503,6 +514,7 @@ class Deployer:
                     subject=outcome.subject,
                     author=outcome.author,
                     state=dict(outcome.state),
+                    reports=outcome.reports,
                 )
             except JournalError as e:
                 # _retry stays set (fired or pending) until the outcomes are in:
@@ -665,7 +677,10 @@ class Deployer:
 
     async def _run(self, job: Job) -> Outcome:
         started = self._wall_clock()
-        self.keep(job, "its start", lambda: self.journal.start_deploy(job.id, started))
+        reporting = reporting_of(self.settings)
+        previous = self.journal.get(DEPLOYED)
+        opening = reports.started(reporting, job.id, job.target)
+        self.keep(job, "its start", lambda: self.journal.start_deploy(job.id, started, opening))
         self.listeners.tell("deploy_started")
         cycle = Cycle(self, job)
         self.log.info(
@@ -723,6 +738,21 @@ class Deployer:
             delivery=job.delivery,
             duration=finished - started,
         )
+        ending = reports.Ending(
+            job.id,
+            result,
+            sha,
+            state.get(DEPLOYED) if result.bad else previous,
+            finished - started,
+            failed_step,
+            error,
+        )
+        told = {
+            key: value
+            for key in (reports.LAST_RESULT, *(reports.NOTIFIED + n.name for n in reporting.notify))
+            if (value := self._state_or_none(key)) is not None
+        }
+        closing, written = reports.finished(reporting, ending, job.target, told, finished)
         return Outcome(
             job.id,
             result,
@@ -733,8 +763,16 @@ class Deployer:
             error,
             subject,
             author,
-            state,
+            {**written, **state},
+            tuple(closing),
         )
+
+    def _state_or_none(self, key: str) -> str | None:
+        """A state key, or None when the journal cannot say (reports then repeat)."""
+        try:
+            return self.journal.get(key)
+        except JournalError:
+            return None
 
     # Process helpers used by Cycle
 

@@ -33,6 +33,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from twisted.logger import Logger
 
+from ghhook.reports import Call
+
 # FINAL_RESULTS is re-exported until every caller takes it from ghhook.results.
 from ghhook.results import FINAL_RESULTS as FINAL_RESULTS
 from ghhook.results import Result
@@ -62,8 +64,13 @@ PROBE_INTERVAL = 1.0
 CHECK_INTERVAL = 30.0
 
 #: The schema this module reads and writes (``PRAGMA user_version``). 0: the
-#: releases before apps; 1: every deploy and state key belongs to an app.
-SCHEMA_VERSION = 1
+#: releases before apps; 1: every deploy and state key belongs to an app;
+#: 2: the outbox of reports to forges and notifications.
+SCHEMA_VERSION = 2
+#: Reports kept once sent or given up, for /status and the pages.
+KEEP_REPORTS = 5_000
+#: Reports waiting to be sent at most; past it the oldest are given up.
+MAX_PENDING_REPORTS = 10_000
 #: The app of the daemon's own state keys (the health probe's).
 DAEMON = ""
 
@@ -126,6 +133,24 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (deploy, seq)
 )""",
     _STATE.format(name="state"),
+    """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    deploy INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    method TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created REAL NOT NULL,
+    due REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending',
+    outcome TEXT,
+    answer TEXT
+)""",
+    "CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, app, deploy, id)",
 )
 
 #: Columns added to version 0 after its first release, added to an older
@@ -620,11 +645,16 @@ class Journal:
         )
 
     @_guarded
-    def start_deploy(self, deploy: int, started: float) -> None:
-        self._write(
-            "UPDATE deploys SET result = 'running', started = ? WHERE id = ?",
-            (started, deploy),
-        )
+    def start_deploy(
+        self, deploy: int, started: float, *, app: str = "", reports: Sequence[Call] = ()
+    ) -> None:
+        """Record a deploy's start and, in the same transaction, the reports it makes."""
+        with self._atomic():
+            self._write(
+                "UPDATE deploys SET result = 'running', started = ? WHERE id = ?",
+                (started, deploy),
+            )
+            self._add_reports(app, deploy, reports, started)
 
     @_guarded
     def set_before(self, deploy: int, before: str) -> None:
@@ -664,10 +694,12 @@ class Journal:
         subject: str | None = None,
         author: str | None = None,
         state: Mapping[str, str] | None = None,
+        reports: Sequence[Call] = (),
     ) -> None:
         """
         Record how a deploy ended and, in the same transaction, the ``state``
-        it leaves (what runs, what was rolled back): both or neither.
+        it leaves (what runs, what was rolled back) and the ``reports`` it
+        makes (its outbox rows): all or nothing.
 
         :param result: a :class:`~ghhook.results.Result` or its value; a
             ValueError for anything else (``queued``, ``running``).
@@ -683,6 +715,7 @@ class Journal:
             )
             for key, state_value in (state or {}).items():
                 self._put(app, key, state_value)
+            self._add_reports(app, deploy, reports, finished)
             self._prune_deploys(app)
 
     @_guarded
@@ -794,6 +827,120 @@ class Journal:
             by_id[step.pop("deploy")]["steps"].append(step)
         return deploys
 
+    # The outbox: reports to forges and notifications, sent by ghhook.outbox
+
+    def _add_reports(self, app: str, deploy: int, reports: Sequence[Call], now: float) -> None:
+        for call in reports:
+            self._write(
+                "INSERT INTO outbox (app, deploy, kind, target, method, url, body, created, due)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    app,
+                    deploy,
+                    str(call.kind),
+                    call.target,
+                    call.method,
+                    call.url,
+                    json.dumps(call.body),
+                    now,
+                    now,
+                ),
+            )
+        if reports:
+            self._trim_outbox()
+
+    def _trim_outbox(self) -> None:
+        """Give up the oldest reports past MAX_PENDING_REPORTS; forget old sent ones."""
+        cursor = self._write(
+            "UPDATE outbox SET state = 'failed', outcome = 'given up: too many reports waiting'"
+            " WHERE state = 'pending' AND id <= (SELECT id FROM outbox WHERE state = 'pending'"
+            " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (MAX_PENDING_REPORTS,),
+        )
+        if cursor.rowcount > 0:
+            log.warn(
+                "the outbox holds more than {most} reports waiting; gave up the {count} oldest",
+                most=MAX_PENDING_REPORTS,
+                count=cursor.rowcount,
+            )
+        self._write(
+            "DELETE FROM outbox WHERE state != 'pending' AND id <= (SELECT id FROM outbox"
+            " WHERE state != 'pending' ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (KEEP_REPORTS,),
+        )
+
+    @_guarded
+    def due_reports(self, now: float, limit: int = 20) -> list[dict[str, Any]]:
+        """
+        Reports to send now, oldest first: each the first one waiting of its
+        deploy, so that a deploy's reports go out in the order they were made.
+        """
+        rows = self._db.execute(
+            "SELECT * FROM outbox AS o WHERE state = 'pending' AND due <= ? AND NOT EXISTS"
+            " (SELECT 1 FROM outbox AS p WHERE p.state = 'pending' AND p.app = o.app"
+            " AND p.deploy = o.deploy AND p.id < o.id) ORDER BY id LIMIT ?",
+            (now, limit),
+        )
+        found = []
+        for row in rows:
+            report = dict(row)
+            report["body"] = json.loads(report["body"])
+            found.append(report)
+        return found
+
+    @_guarded
+    def next_report_due(self) -> float | None:
+        """When the next report waiting is due, or None when none waits."""
+        row = self._db.execute("SELECT MIN(due) FROM outbox WHERE state = 'pending'").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    @_guarded
+    def report_done(self, report: int, state: str, outcome: str, answer: str | None = None) -> None:
+        """A report was sent (``sent``) or given up (``failed``); ``answer`` keeps what a later one needs."""
+        self._write(
+            "UPDATE outbox SET state = ?, outcome = ?, answer = ?, attempts = attempts + 1"
+            " WHERE id = ?",
+            (state, outcome, answer, report),
+        )
+
+    @_guarded
+    def report_later(self, report: int, due: float, outcome: str) -> None:
+        """A report could not be sent yet: try again at ``due``."""
+        self._write(
+            "UPDATE outbox SET due = ?, outcome = ?, attempts = attempts + 1 WHERE id = ?",
+            (due, outcome, report),
+        )
+
+    @_guarded
+    def report_answer(self, app: str, deploy: int, kind: str) -> str | None:
+        """What the forge answered a sent report of ``kind`` of a deploy (a deployment's id)."""
+        row = self._db.execute(
+            "SELECT answer FROM outbox WHERE app = ? AND deploy = ? AND kind = ?"
+            " AND state = 'sent' ORDER BY id DESC LIMIT 1",
+            (app, deploy, kind),
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    @_guarded
+    def report_counts(self) -> dict[str, dict[str, int]]:
+        """Per app, the reports waiting and given up: ``{"api": {"pending": 2, "failed": 0}}``."""
+        counts: dict[str, dict[str, int]] = {}
+        for app, state, count in self._db.execute(
+            "SELECT app, state, COUNT(*) FROM outbox WHERE state != 'sent' GROUP BY app, state"
+        ):
+            counts.setdefault(app, {"pending": 0, "failed": 0})[state] = count
+        return counts
+
+    @_guarded
+    def reports_of(self, app: str, deploy: int) -> list[dict[str, Any]]:
+        """A deploy's reports, in order, for its page: no credential is in them."""
+        rows = self._db.execute(
+            "SELECT id, kind, target, url, state, outcome, attempts, created, due FROM outbox"
+            " WHERE app = ? AND deploy = ? ORDER BY id",
+            (app, deploy),
+        )
+        return [dict(row) for row in rows]
+
     # Small persistent state, per app; the daemon's own keys under DAEMON
 
     @_guarded
@@ -877,8 +1024,8 @@ class AppJournal:
     def coalesce(self, deploy: int, delivery: str | None, target: str) -> None:
         self.journal.coalesce(deploy, delivery, target)
 
-    def start_deploy(self, deploy: int, started: float) -> None:
-        self.journal.start_deploy(deploy, started)
+    def start_deploy(self, deploy: int, started: float, reports: Sequence[Call] = ()) -> None:
+        self.journal.start_deploy(deploy, started, app=self.app, reports=reports)
 
     def set_before(self, deploy: int, before: str) -> None:
         self.journal.set_before(deploy, before)
@@ -898,6 +1045,7 @@ class AppJournal:
         subject: str | None = None,
         author: str | None = None,
         state: Mapping[str, str] | None = None,
+        reports: Sequence[Call] = (),
     ) -> None:
         self.journal.finish_deploy(
             deploy,
@@ -910,6 +1058,7 @@ class AppJournal:
             subject=subject,
             author=author,
             state=state,
+            reports=reports,
         )
 
     def cancel_deploy(self, deploy: int, finished: float, why: str) -> None:

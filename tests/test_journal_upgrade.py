@@ -64,7 +64,7 @@ def test_the_upgrade_gives_history_and_state_to_the_app(
     old: Path, events: list[dict[str, Any]]
 ) -> None:
     journal = Journal(old).open(upgrade_app="blog")
-    assert _version(old) == SCHEMA_VERSION == 1
+    assert _version(old) == SCHEMA_VERSION == 2
     apps = {row[0] for row in journal._db.execute("SELECT app FROM deploys")}
     assert apps == {"blog"}
     blog = journal.for_app("blog")
@@ -93,7 +93,7 @@ def test_the_upgrade_gives_history_and_state_to_the_app(
     assert blog.last_finished() == history[0]
 
     (upgraded,) = _upgrades(events)
-    assert (upgraded["app"], upgraded["deploys"], upgraded["version"]) == ("blog", 5, 1)
+    assert (upgraded["app"], upgraded["deploys"], upgraded["version"]) == ("blog", 5, 2)
     assert upgraded["log_level"].name == "info"
 
 
@@ -206,3 +206,22 @@ def test_a_new_journal_is_created_at_the_current_version_in_the_upgraded_shape(
     assert _upgrades(events) == [], "a new file is no upgrade"
     upgraded = Journal(old).open(upgrade_app="blog")
     assert _shape(fresh._db) == _shape(upgraded._db)
+
+
+def test_a_version_1_journal_gains_the_outbox_and_keeps_its_deploys(tmp_path: Path) -> None:
+    """Version 1 (apps, before reports) to 2: the outbox table is added, nothing else moves."""
+    path = tmp_path / "ghhook.sqlite3"
+    journal = Journal(path).open()
+    deploy = journal.queue_deploy("push", "d-1", "a" * 40, 1.0, app="blog")
+    journal.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE outbox")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+
+    journal = Journal(path).open()
+    assert _version(path) == 2
+    assert [d["id"] for d in journal.recent_deploys(app="blog")] == [deploy]
+    assert journal.due_reports(now=2.0) == []
+    journal.close()
