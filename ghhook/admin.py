@@ -6,7 +6,10 @@ are two views of one document built by :func:`status_document`: every app of
 the config, in its order, with its engine's live state and its newest
 finished deploy. ``/apps/<name>`` is one app's document
 (:func:`app_document`) with its recent deploys, in JSON or, to a browser, as
-a page. Deploys come from the journal, so they survive restarts.
+a page. ``/apps/<name>/deploys/<id>`` is one deploy of that app
+(:func:`deploy_document`) with each step's output, in JSON or as a page:
+commit statuses link to it, so its URL stays. Deploys come from the
+journal, so they survive restarts.
 ``/metrics`` serves the :class:`~ghhook.metrics.Metrics` registry,
 ``/healthz`` says the reactor answers. Serve it on a private address: it
 shows repository paths, commands and git output, and accepts no writes.
@@ -37,9 +40,16 @@ import ghhook
 from ghhook.deployer import DEPLOYED, Deployer, Job
 from ghhook.engines import Engines
 from ghhook.isotime import iso_time
-from ghhook.journal import Journal, JournalError
+from ghhook.journal import AppJournal, Journal, JournalError
 from ghhook.metrics import CONTENT_TYPE, Metrics
-from ghhook.statuspage import render_not_found, render_overview, render_status_page
+from ghhook.statuspage import (
+    render_deploy_not_found,
+    render_deploy_page,
+    render_deploy_unreadable,
+    render_not_found,
+    render_overview,
+    render_status_page,
+)
 from ghhook.web import RefuseUndecodableUrls, healthz, json_body, json_errors
 
 #: Deploys shown on ``/apps/<name>`` and on its page, newest first.
@@ -181,6 +191,27 @@ def app_document(deployer: Deployer, limit: int = RECENT_DEPLOYS) -> dict[str, A
         "journal_error": journal.health(),
         "deploys": deploys,
     }
+
+
+#: A deploy id as its URL gives it: a positive integer in ASCII digits, no
+#: leading zero (one URL per deploy), and small enough for SQLite's integers.
+_DEPLOY_ID = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def deploy_id(text: str) -> int | None:
+    """The deploy id a URL's last segment names, or None if it names none."""
+    return int(text) if _DEPLOY_ID.fullmatch(text) else None
+
+
+def find_deploy(journal: AppJournal, deploy: int) -> dict[str, Any] | None:
+    """
+    ``journal``'s app's deploy ``deploy`` as a row of
+    :meth:`~ghhook.journal.AppJournal.recent_deploys`, or None when the app
+    has none of that id (another app's, one pruned, one never queued).
+
+    :raises JournalError: when the journal cannot be read.
+    """
+    return journal.deploy(deploy)
 
 
 #: Media types a browser asks for its pages by.
@@ -406,6 +437,7 @@ class Admin:
             ("/", self.overview),
             ("/status", self.status),
             ("/apps/<name>", self.app_status),
+            ("/apps/<name>/deploys/<deploy>", self.deploy_status),
             ("/metrics", self.prometheus),
             ("/healthz", self.healthz),
         ):
@@ -430,19 +462,46 @@ class Admin:
 
     def app_status(self, request: IRequest, name: str) -> bytes:
         """One app's document, as a page to a browser; 404 for an app not configured."""
-        _no_store(request)
-        # One URL, two representations: a cache must key on Accept.
-        request.setHeader(b"Vary", b"Accept")
-        accept = request.requestHeaders.getRawHeaders(b"accept")
-        html = wants_html(b",".join(accept) if accept else None)
+        html = _negotiate(request)
         deployer = self.engines.get(name)
         if deployer is None:
             if html:
                 return _page(request, 404, render_not_found(name))
-            return json_body(request, 404, {"error": "no app of this name is configured"})
+            return json_body(request, 404, {"error": _NO_APP})
         document = app_document(deployer)
         if html:
             return _page(request, 200, render_status_page(document))
+        return json_body(request, 200, document)
+
+    def deploy_status(self, request: IRequest, name: str, deploy: str) -> bytes:
+        """
+        One deploy of one app (:func:`deploy_document`), as a page to a
+        browser. 404 for an app not configured and for a deploy the app does
+        not have, whoever else's it is: an app's URL shows its own deploys
+        only. 503 while the journal cannot be read.
+        """
+        html = _negotiate(request)
+        deployer = self.engines.get(name)
+        if deployer is None:
+            if html:
+                return _page(request, 404, render_not_found(name, overview="../../../"))
+            return json_body(request, 404, {"error": _NO_APP})
+        number = deploy_id(deploy)
+        try:
+            row = None if number is None else find_deploy(deployer.journal, number)
+        except JournalError as e:
+            if html:
+                return _page(request, 503, render_deploy_unreadable(name, deploy, str(e)))
+            return json_body(request, 503, {"error": f"the journal cannot be read: {e}"})
+        if row is None:
+            if html:
+                return _page(request, 404, render_deploy_not_found(name, deploy))
+            error = _NO_DEPLOY if number is not None else "deploy ids are positive integers"
+            return json_body(request, 404, {"error": error})
+        document = deploy_document(row)
+        if html:
+            page = render_deploy_page(name, document, deployer.journal.health())
+            return _page(request, 200, page)
         return json_body(request, 200, document)
 
     def prometheus(self, request: IRequest) -> bytes:
@@ -451,6 +510,22 @@ class Admin:
 
     def healthz(self, request: IRequest) -> bytes:
         return healthz(request, self.journal)
+
+
+_NO_APP = "no app of this name is configured"
+_NO_DEPLOY = "this app has no deploy of this id in the journal"
+
+
+def _negotiate(request: IRequest) -> bool:
+    """
+    Set the headers every answer of a page URL has; whether to answer the
+    page (else JSON).
+    """
+    _no_store(request)
+    # One URL, two representations: a cache must key on Accept.
+    request.setHeader(b"Vary", b"Accept")
+    accept = request.requestHeaders.getRawHeaders(b"accept")
+    return wants_html(b",".join(accept) if accept else None)
 
 
 def _page(request: IRequest, code: int, page: bytes) -> bytes:

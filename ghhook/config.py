@@ -18,6 +18,7 @@ a reload, which runs under the reactor, skips them.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
 import re
@@ -60,7 +61,14 @@ from ghhook.frontdoor import (
 )
 from ghhook.gitrepo import NotAClone, forge_repository, git_dir, remote_url
 from ghhook.journal import KEEP_DEPLOYS, why_unusable
-from ghhook.reports import NotifySettings, ReportSettings
+from ghhook.reports import (
+    DEFAULT_API_URLS,
+    NOTIFY_DEFAULT,
+    NOTIFY_RESULTS,
+    REPEAT_AFTER,
+    NotifySettings,
+    ReportSettings,
+)
 from ghhook.runner import ExecutableNotFound, find_executable
 from ghhook.signature import load_secrets
 
@@ -150,6 +158,8 @@ class DaemonSettings:
     limits: Limits = attrs.field(factory=Limits)
     #: The config file these came from; None for the single-repo options.
     source: str | None = None
+    #: Every ``[[notify]]`` of the file; each app holds those it is told by.
+    notify: tuple[NotifySettings, ...] = ()
 
     def app(self, name: str) -> AppSettings | None:
         for app in self.apps:
@@ -220,6 +230,31 @@ APP_KEYS = (
     "health_url",
     "health_timeout",
     "timeout",
+    "report",
+)
+#: The keys of an app's ``[apps.NAME.report]`` (and ``[defaults.report]``).
+REPORT_KEYS = (
+    "token_file",
+    "token_env",
+    "token_credential",
+    "api_url",
+    "statuses",
+    "deployments",
+    "environment",
+    "environment_url",
+    "public_url",
+)
+TOKEN_KEYS = ("token_file", "token_env", "token_credential")
+#: The keys of each ``[[notify]]`` table.
+NOTIFY_KEYS = (
+    "url",
+    "apprise_url",
+    "secret_file",
+    "secret_env",
+    "secret_credential",
+    "on",
+    "apps",
+    "repeat_after",
 )
 #: The daemon's keys, at the top of the file.
 DAEMON_KEYS = (
@@ -235,6 +270,7 @@ DAEMON_KEYS = (
     "body_timeout",
     "max_connections",
     "max_per_address",
+    "notify",
 )
 #: The single-repo option for each key (``--name`` names the one app).
 OPTIONS = {
@@ -268,6 +304,10 @@ OPTIONS = {
 KEY_OF_OPTION = {option: key for key, option in OPTIONS.items()}
 
 SECRET_KEYS = ("secret_file", "secret_env", "secret_credential")
+TOKEN_REFUSED = (
+    "tokens never go in the config file (it is often world-readable and kept in git);"
+    " use token_file, token_env or token_credential"
+)
 SECRET_REFUSED = (
     "secrets never go in the config file (it is often world-readable and kept in git);"
     " use secret_file, secret_env or secret_credential"
@@ -278,6 +318,7 @@ _ALTERNATIVES = (
     (("secret_file",), ("secret_env",), ("secret_credential",)),
     (("restart",), ("restart_signal", "restart_pidfile")),
     (("repository",), ("github_repo",)),
+    (("token_file",), ("token_env",), ("token_credential",)),
 )
 #: A repository's full name on each forge, and how a sentence describes it.
 _SEGMENT = r"[A-Za-z0-9_.-]+"
@@ -329,6 +370,18 @@ def _is_size(value: object) -> bool:
     return _is_whole(value) or isinstance(value, str)
 
 
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_table(value: object) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_tables(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
 #: The TOML type each key takes: what a problem calls it, and the test.
 _TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
     **{key: ("a string", _is_str) for key in APP_KEYS + DAEMON_KEYS},
@@ -349,6 +402,14 @@ _TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "body_timeout": ("a number of seconds", _is_number),
     "max_connections": ("a whole number", _is_whole),
     "max_per_address": ("a whole number", _is_whole),
+    "report": ("a table ([apps.NAME.report])", _is_table),
+    "notify": ("an array of tables ([[notify]])", _is_tables),
+    **{key: ("a string", _is_str) for key in REPORT_KEYS + NOTIFY_KEYS},
+    "statuses": ("true or false", _is_bool),
+    "deployments": ("true or false", _is_bool),
+    "on": ("a list of results", _is_strings),
+    "apps": ("a list of app names", _is_strings),
+    "repeat_after": ("a number of seconds", _is_number),
 }
 
 
@@ -570,6 +631,7 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
     restart = _restart_command(place, path)
     restart_signal, restart_pidfile = _restart_signal(place)
     health_url = _health_url(place)
+    report = _report(place, host, forge, repository) if "report" in place.given else None
     if repo is not None and gdir is not None and host.git is not None and not host.reloading:
         refusal = git_refusal(host.git, repo, host.env, host.user)
         if refusal is not None:
@@ -605,7 +667,142 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
         restart_pidfile=restart_pidfile,
         health_url=health_url,
         health_timeout=health_timeout,
+        report=report,
     )
+
+
+def _report(
+    app: _Place, host: _Host, forge: str | None, repository: str | None
+) -> ReportSettings | None:
+    """``[apps.NAME.report]``: the token, the forge's API, what to report."""
+    given = app.value("report")
+    if not isinstance(given, dict):
+        return None
+    place = _Place(given, app.problems, app.file, f"{app.table}report.", app.order, app.base)
+    tokens = _secrets(place, host, TOKEN_KEYS, "API token")
+    token = tokens[0].decode("utf-8", "replace") if tokens else None
+    if forge is None:
+        return None
+    api_url = place.value("api_url", DEFAULT_API_URLS.get(forge))
+    if api_url is None:
+        place.say_whole(
+            f"{forge} has no public API to default to: set api_url (e.g."
+            ' api_url = "https://git.example.com/api/v1" for Gogs,'
+            ' "https://bitbucket.example.com" for Bitbucket Data Center)'
+        )
+    urls = {key: _url(place, key) for key in ("api_url", "environment_url", "public_url")}
+    statuses = place.value("statuses", True)
+    deployments = place.value("deployments", False)
+    if deployments is True and forge != "github":
+        place.say("deployments", f"deployments are GitHub's; this app's forge is {forge}")
+    if (
+        statuses is True
+        and forge in ("bitbucket", "bitbucket-server")
+        and urls["public_url"] is None
+        and urls["environment_url"] is None
+        and not place.broken("public_url")
+    ):
+        place.say_whole(
+            "Bitbucket wants a link with every build status: set public_url (where"
+            " ghhook's admin pages are reachable) or environment_url"
+        )
+    if repository is None and not app.broken("repository") and not app.broken("github_repo"):
+        app.say(
+            "report",
+            "reporting needs the app's repository on its forge: set repository",
+        )
+        return None
+    if (
+        token is None
+        or api_url is None
+        or (place.problems and any(place.broken(key) for key in REPORT_KEYS))
+    ):
+        return None
+    if any(urls[key] is None and key in given for key in urls):
+        return None
+    environment = place.value("environment")
+    return ReportSettings(
+        token=token,
+        api_url=str(urls["api_url"] or api_url),
+        statuses=bool(statuses),
+        deployments=bool(deployments),
+        environment=str(environment) if isinstance(environment, str) else None,
+        environment_url=urls["environment_url"],
+        public_url=urls["public_url"],
+    )
+
+
+def _url(place: _Place, key: str) -> str | None:
+    """An http(s) URL setting, or None (not given, or a problem said)."""
+    url = place.value(key)
+    if url is None or url is _BROKEN:
+        return None
+    if not _HTTP_URL.match(url):
+        place.say(key, "not an http(s) URL")
+        return None
+    return str(url).rstrip("/")
+
+
+def _notifications(
+    raw: object,
+    path: str,
+    order: tuple[int, ...],
+    problems: _Problems,
+    host: _Host,
+    base: Path,
+    apps: Sequence[str],
+) -> tuple[NotifySettings, ...]:
+    """Every ``[[notify]]`` table, checked; the ones with a problem are left out."""
+    if not isinstance(raw, list):
+        return ()
+    found = []
+    for index, table in enumerate(raw):
+        name = f"notify[{index}]"
+        given = _table(table, NOTIFY_KEYS, path, f"{name}.", (*order, index), problems)
+        place = _Place(given, problems, path, f"{name}.", (*order, index), base)
+        url, apprise_url = _url(place, "url"), place.value("apprise_url")
+        if apprise_url is _BROKEN:
+            apprise_url = None
+        if (place.value("url") is None) == (apprise_url is None):
+            place.say_whole("give url (a JSON POST) or apprise_url (Apprise), one of them")
+        secret = None
+        if any(key in given for key in SECRET_KEYS):
+            if apprise_url is not None:
+                place.say_whole("an apprise_url is not signed: its secret_* key is for url")
+            secrets = _secrets(place, host, SECRET_KEYS, "notification secret")
+            secret = secrets[0] if secrets else None
+        if apprise_url is not None and importlib.util.find_spec("apprise") is None:
+            place.say(
+                "apprise_url",
+                "needs Apprise, which is not installed: pip install 'ghhook[notify]'",
+            )
+        on = [item for _, item in _items(place, "on", list(NOTIFY_DEFAULT))]
+        for index_on, result in _items(place, "on"):
+            if result not in NOTIFY_RESULTS:
+                place.say(
+                    "on",
+                    f"{result!r} is no result to notify; choose from {', '.join(NOTIFY_RESULTS)}",
+                    index=index_on,
+                )
+        for_apps = None
+        if place.value("apps") is not None and not place.broken("apps"):
+            for_apps = tuple(item for _, item in _items(place, "apps"))
+            for index_app, item in _items(place, "apps"):
+                if item not in apps:
+                    place.say("apps", f"no app is called {item!r}", index=index_app)
+        repeat_after = _convert(place, "repeat_after", positive_float, str(REPEAT_AFTER))
+        found.append(
+            NotifySettings(
+                name=name,
+                url=url,
+                secret=secret,
+                apprise_url=apprise_url if isinstance(apprise_url, str) else None,
+                on=tuple(on),
+                apps=for_apps,
+                repeat_after=repeat_after or REPEAT_AFTER,
+            )
+        )
+    return tuple(found)
 
 
 def _clone(name: str, place: _Place, host: _Host) -> tuple[Path | None, Path | None]:
@@ -741,19 +938,28 @@ def _order(place: _Place) -> Callable[[str], tuple[int, ...]]:
     return lambda key: place.given[key].order
 
 
-def _secrets(place: _Place, host: _Host) -> tuple[bytes, ...] | None:
-    """The secrets the app's deliveries are verified with: exactly one source."""
-    keys = sorted((key for key in SECRET_KEYS if key in place.given), key=_order(place))
-    if any(place.broken(key) for key in keys):
+def _secrets(
+    place: _Place,
+    host: _Host,
+    keys: tuple[str, str, str] = SECRET_KEYS,
+    what: str = "webhook secret",
+) -> tuple[bytes, ...] | None:
+    """
+    The lines of a secret from exactly one source: ``keys`` are its file,
+    its environment variable and its systemd credential (the webhook's
+    ``secret_*``, a report's ``token_*``, a notification's ``secret_*``).
+    """
+    file_key, env_key, credential_key = keys
+    given = sorted((key for key in keys if key in place.given), key=_order(place))
+    if any(place.broken(key) for key in given):
         return None
-    if len(keys) > 1:
+    if len(given) > 1:
         place.say(
-            keys[1],
-            f"give only one of secret_file, secret_env and secret_credential; {keys[0]}"
-            " is given too",
+            given[1],
+            f"give only one of {file_key}, {env_key} and {credential_key}; {given[0]} is given too",
         )
         return None
-    if not keys:
+    if not given:
         if place.cli:
             secrets = secrets_in_environment(host.environ)
             if not secrets:
@@ -761,13 +967,13 @@ def _secrets(place: _Place, host: _Host) -> tuple[bytes, ...] | None:
                 return None
             return secrets
         place.say_whole(
-            "no webhook secret: set secret_file, secret_env or secret_credential,"
-            " in [defaults] or in the app's table"
+            f"no {what}: set {file_key}, {env_key} or {credential_key}"
+            + (", in [defaults] or in the app's table" if keys == SECRET_KEYS else "")
         )
         return None
-    (key,) = keys
+    (key,) = given
     value: str = place.value(key)
-    if key == "secret_env":
+    if key == env_key:
         if not _VARIABLE.fullmatch(value):
             place.say(key, f"{value!r} is not an environment variable's name")
             return None
@@ -777,9 +983,9 @@ def _secrets(place: _Place, host: _Host) -> tuple[bytes, ...] | None:
             return None
         secrets = load_secrets(text)
         if not secrets:
-            place.say(key, f"${value} holds no secret")
+            place.say(key, f"${value} holds no {what}")
         return secrets or None
-    if key == "secret_credential":
+    if key == credential_key:
         if not value or "/" in value or value in (".", ".."):
             place.say(key, f"{value!r} is not a credential's name (as in LoadCredential=NAME:...)")
             return None
@@ -788,7 +994,7 @@ def _secrets(place: _Place, host: _Host) -> tuple[bytes, ...] | None:
             place.say(
                 key,
                 "$CREDENTIALS_DIRECTORY is not set: systemd sets it for a unit with"
-                " LoadCredential=; outside systemd use secret_file or secret_env",
+                f" LoadCredential=; outside systemd use {file_key} or {env_key}",
             )
             return None
         file = Path(directory) / value
@@ -1201,12 +1407,27 @@ def load_file(
         for name, given, order in tables
     ]
     place = _Place(top, problems, path, "", (), base)
+    notify: tuple[NotifySettings, ...] = ()
+    if "notify" in top and not place.broken("notify"):
+        names = [name for name, _, _ in tables]
+        notify = _notifications(
+            document["notify"], path, top["notify"].order, problems, host, base, names
+        )
     settings = _daemon(
         place, host, twistd, apps, check_ports=check_ports, source=str(Path(path).absolute())
     )
     if problems or settings is None:
         raise ConfigError(problems.lines() or [f"{path}: the settings are not usable"])
-    return settings
+    return attrs.evolve(
+        settings,
+        notify=notify,
+        apps=tuple(
+            attrs.evolve(
+                app, notify=tuple(n for n in notify if n.apps is None or app.name in n.apps)
+            )
+            for app in settings.apps
+        ),
+    )
 
 
 def _read(path: str) -> dict[str, Any]:
@@ -1249,6 +1470,8 @@ def _table(
         where = f"{path}: {table}{key}"
         if key == "secret":
             problems.add(f"{where}: {SECRET_REFUSED}", at)
+        elif key == "token":
+            problems.add(f"{where}: {TOKEN_REFUSED}", at)
         elif key in ("defaults", "apps") and key in allowed:
             if not isinstance(value, dict):
                 problems.add(f"{where}: expected a table ([{key}...]), not {_toml_type(value)}", at)
@@ -1261,7 +1484,11 @@ def _table(
             problems.add(f"{where}: {_unknown(key, allowed, table)}", at)
         else:
             expected, test = _TYPES[key]
-            if test(value):
+            if test(value) and key == "report":
+                # Its keys are checked here, and named apps.NAME.report.KEY.
+                keys = _table(value, REPORT_KEYS, path, f"{table}report.", at, problems)
+                given[key] = _Given(keys, table, at)
+            elif test(value):
                 given[key] = _Given(value, table, at)
             else:
                 problems.add(f"{where}: expected {expected}, not {_toml_type(value)}", at)
@@ -1293,5 +1520,14 @@ def _inherit(defaults: Mapping[str, _Given], own: Mapping[str, _Given]) -> dict[
             if chosen and keys not in chosen:
                 for key in keys:
                     inherited.pop(key, None)
+    report = None
+    if "report" in defaults and "report" in own:
+        # The report table is inherited key by key, as the app's own keys are.
+        mine = own["report"].value
+        if isinstance(mine, dict) and isinstance(defaults["report"].value, dict):
+            merged = _inherit(defaults["report"].value, mine)
+            report = attrs.evolve(own["report"], value=merged)
     inherited.update(own)
+    if report is not None:
+        inherited["report"] = report
     return inherited

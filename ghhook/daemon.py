@@ -22,8 +22,9 @@ from ghhook.deployer import Deployer
 from ghhook.engines import Engines, Slots
 from ghhook.frontdoor import QuietAccept, Tally
 from ghhook.health import HealthCheck
-from ghhook.journal import Journal
+from ghhook.journal import Journal, JournalError
 from ghhook.metrics import Metrics
+from ghhook.outbox import Outbox
 from ghhook.runner import ProcessRunner, StepResult
 from ghhook.service import GhhookService
 from ghhook.site import make_site
@@ -64,6 +65,16 @@ def build_service(
         )
 
     engines = Engines(settings, make)
+    outbox = Outbox(journal, lambda: engines.settings, reactor, counter=metrics)
+    journal.reported = outbox.wake
+
+    def pending_reports() -> float:
+        try:
+            return float(sum(c["pending"] for c in journal.report_counts().values()))
+        except JournalError:
+            return float("nan")
+
+    metrics.watch_outbox(pending_reports)
 
     def reloaded(old: DaemonSettings, new: DaemonSettings | None) -> None:
         # A removed app's series stay, with their last counts (its cancelled
@@ -105,6 +116,7 @@ def build_service(
         on_reload=reloaded,
         check_clones=check_clones,
     )
+    outbox.setServiceParent(top)
     # One summary line of refusals for both listeners, every 10 s at most.
     tally = Tally(reactor)
     hook = Hook(engines, journal, counter=metrics)

@@ -9,9 +9,11 @@ together, and says how far the answer got.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NoReturn, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet import error as internet_error
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -118,3 +120,29 @@ class QuietPool(HTTPConnectionPool):
     """
 
     _factory = _QuietClientFactory
+
+
+def describe_failure(e: BaseException) -> str:
+    """One sentence for an error raised while connecting or reading an answer."""
+    if isinstance(e, internet_error.ConnectionRefusedError):
+        return "connection refused (is ghhook listening there?)"
+    if isinstance(e, internet_error.DNSLookupError):
+        return "the host name does not resolve"
+    if isinstance(e, CancelledError):
+        return "cancelled"
+    # The HTTP client wraps what went wrong in a list of failures.
+    reasons: Sequence[Failure] = getattr(e, "reasons", None) or ()
+    for reason in reasons:
+        inner = reason.value
+        if inner is not None and not reason.check(CancelledError):
+            detail = describe_failure(inner) if inner is not e else str(inner)
+            return f"the connection failed before a whole answer came: {detail}"
+    text = " ".join(str(e).split())
+    if type(e).__module__.startswith("OpenSSL"):
+        # pyOpenSSL's errors hold a list of (library, function, reason).
+        queue = e.args[0] if e.args and isinstance(e.args[0], list) else []
+        details = [str(entry[-1]) for entry in queue if isinstance(entry, tuple) and entry]
+        return "TLS failed: " + ("; ".join(d for d in details if d) or text)
+    if type(e).__module__ == internet_error.__name__ and text:
+        return text  # Twisted's own sentences say enough
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -291,6 +291,8 @@ class Journal:
         self._last_probe = -1e18
         self._since_prune = 0
         self._on_commit: list[Callable[[], None]] | None = None
+        #: Told, once they are committed, that reports were added to the outbox.
+        self.reported: Callable[[], None] | None = None
 
     def open(self, upgrade_app: str = "app") -> Journal:
         """
@@ -800,6 +802,17 @@ class Journal:
         return self._with_steps([dict(row) for row in rows])
 
     @_guarded
+    def deploy(self, deploy: int, *, app: str) -> dict[str, Any] | None:
+        """
+        ``app``'s deploy ``deploy`` as a row of :meth:`recent_deploys`, or
+        None (another app's, pruned, never queued).
+        """
+        row = self._db.execute(
+            "SELECT * FROM deploys WHERE id = ? AND app = ?", (deploy, app)
+        ).fetchone()
+        return None if row is None else self._with_steps([dict(row)])[0]
+
+    @_guarded
     def last_finished(self, app: str) -> dict[str, Any] | None:
         """``app``'s newest deploy that has ended, as a row of :meth:`recent_deploys`."""
         row = self._db.execute(
@@ -848,6 +861,8 @@ class Journal:
             )
         if reports:
             self._trim_outbox()
+            if self.reported is not None:
+                self.on_commit(self.reported)
 
     def _trim_outbox(self) -> None:
         """Give up the oldest reports past MAX_PENDING_REPORTS; forget old sent ones."""
@@ -1072,6 +1087,9 @@ class AppJournal:
 
     def last_finished(self) -> dict[str, Any] | None:
         return self.journal.last_finished(self.app)
+
+    def deploy(self, deploy: int) -> dict[str, Any] | None:
+        return self.journal.deploy(deploy, app=self.app)
 
 
 def _joined(apps: Sequence[str] | None) -> str | None:

@@ -14,6 +14,8 @@ build as many as they like without "Duplicated timeseries" errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -85,6 +87,18 @@ class Metrics:
             ["app"],
             registry=self.registry,
         )
+        self.reports = Counter(
+            "ghhook_reports",
+            "Reports to forges and notifications, by app, kind (status, deployment,"
+            " deployment_status, notify) and outcome (sent, retried, failed).",
+            ["app", "kind", "outcome"],
+            registry=self.registry,
+        )
+        self.outbox_pending = Gauge(
+            "ghhook_outbox_pending",
+            "Reports in the outbox waiting to be sent.",
+            registry=self.registry,
+        )
         self.config_error = Gauge(
             "ghhook_config_error",
             "1 while the last reload of the config file failed (the previous one is in use).",
@@ -97,6 +111,15 @@ class Metrics:
     def delivery(self, event: str, outcome: str) -> None:
         """Count one delivery; the hook passes bounded labels only."""
         self.deliveries.labels(event=event, outcome=outcome).inc()
+
+    # ReportCounter (ghhook.outbox)
+
+    def report(self, app: str, kind: str, outcome: str) -> None:
+        self.reports.labels(app=app, kind=kind, outcome=outcome).inc()
+
+    def watch_outbox(self, pending: Callable[[], float]) -> None:
+        """Read the outbox's waiting reports at each scrape (NaN while the journal fails)."""
+        self.outbox_pending.set_function(pending)
 
     # Apps
 

@@ -137,9 +137,12 @@ def auth_header(forge: str, token: str) -> tuple[str, str]:
 
 
 def deploy_link(report: ReportSettings, app: str, deploy: int) -> str | None:
-    """The deploy's admin page on ``public_url``, when it is set."""
+    """
+    The link a report carries: the deploy's admin page on ``public_url``,
+    else ``environment_url``, else none.
+    """
     if report.public_url is None:
-        return None
+        return report.environment_url
     return f"{report.public_url.rstrip('/')}/apps/{quote(app)}/deploys/{deploy}"
 
 

@@ -22,12 +22,9 @@ from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet import error as internet_error
-from twisted.internet.defer import CancelledError
 from twisted.internet.task import react
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python import usage
-from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 import ghhook
@@ -38,7 +35,7 @@ from ghhook.delivery import SHA_RE, ZERO_SHA
 from ghhook.forges import FORGES
 from ghhook.forges.gitlab import signing_key
 from ghhook.gitrepo import NotAClone, current_branch, forge_repository, git_dir, remote_url
-from ghhook.httpclient import NoWholeAnswer, whole_answer
+from ghhook.httpclient import NoWholeAnswer, describe_failure, whole_answer
 from ghhook.payloads import PING_FORGES, encode, forge_headers, forge_ping, forge_push
 from ghhook.runner import ExecutableNotFound, find_executable
 
@@ -337,32 +334,6 @@ async def post(
         ) from None
     phrase = response.phrase.decode("latin-1", "replace") if response.phrase else ""
     return Answer(response.code, phrase, content)
-
-
-def describe_failure(e: BaseException) -> str:
-    """One sentence for an error raised while connecting or reading an answer."""
-    if isinstance(e, internet_error.ConnectionRefusedError):
-        return "connection refused (is ghhook listening there?)"
-    if isinstance(e, internet_error.DNSLookupError):
-        return "the host name does not resolve"
-    if isinstance(e, CancelledError):
-        return "cancelled"
-    # The HTTP client wraps what went wrong in a list of failures.
-    reasons: Sequence[Failure] = getattr(e, "reasons", None) or ()
-    for reason in reasons:
-        inner = reason.value
-        if inner is not None and not reason.check(CancelledError):
-            detail = describe_failure(inner) if inner is not e else str(inner)
-            return f"the connection failed before a whole answer came: {detail}"
-    text = " ".join(str(e).split())
-    if type(e).__module__.startswith("OpenSSL"):
-        # pyOpenSSL's errors hold a list of (library, function, reason).
-        queue = e.args[0] if e.args and isinstance(e.args[0], list) else []
-        details = [str(entry[-1]) for entry in queue if isinstance(entry, tuple) and entry]
-        return "TLS failed: " + ("; ".join(d for d in details if d) or text)
-    if type(e).__module__ == internet_error.__name__ and text:
-        return text  # Twisted's own sentences say enough
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def print_answer(answer: Answer, out: TextIO) -> None:

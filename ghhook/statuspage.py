@@ -1,7 +1,8 @@
 """
 The admin listener's HTML pages: the overview of every app (``/``, from the
-``/status`` document) and one app's page (``/apps/<name>``, from its
-document), readable at a glance.
+``/status`` document), one app's page (``/apps/<name>``, from its
+document) and one deploy's page (``/apps/<name>/deploys/<id>``, from its
+document, with every step's output), readable at a glance.
 
 Pure functions of those documents, so they are tested without a server. Commit
 subjects and authors, branch names and git's output come from whoever can
@@ -21,6 +22,7 @@ git's output) wraps inside its own box, so a page is never wider than the screen
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -123,6 +125,10 @@ pre.output {{ margin: .4em 0 0; padding: .6em; background: #1f2328; color: #f0f3
               display: flex; flex-direction: column-reverse; }}
 details summary {{ cursor: pointer; color: #59636e; }}
 table.steps td {{ background: transparent; }}
+h3 {{ font-size: 1em; margin: 0 0 .4em; overflow-wrap: anywhere; }}
+div.step {{ margin: 0 0 1em; padding: .5em .7em; border: 1px solid #d1d9e0; border-radius: 6px; }}
+div.step.failure {{ background: #ffebe9; border-color: #ff8182; }}
+div.step.interrupted {{ background: #fff8c5; border-color: #d4a72c; }}
 .muted {{ color: #59636e; }}
 .ctl {{ color: #cf222e; background: #ffebe9; border-radius: 3px; font-family: ui-monospace,
         SFMono-Regular, Menlo, monospace; }}
@@ -153,10 +159,10 @@ tr.interrupted .error {{ color: #7d4e00; }}
 """
 
 
-def _head(title: str) -> Tag:
+def _head(title: str, refresh: bool = True) -> Tag:
     return tags.head(
         tags.meta(charset="utf-8"),
-        tags.meta(content=str(REFRESH_SECONDS), **{"http-equiv": "refresh"}),
+        tags.meta(content=str(REFRESH_SECONDS), **{"http-equiv": "refresh"}) if refresh else "",
         tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
         tags.meta(name="referrer", content="no-referrer"),
         tags.title(title),
@@ -185,7 +191,7 @@ def render_status_page(status: Mapping[str, Any]) -> bytes:
             tags.h1(f"ghhook: {name}" if name else "ghhook"),
             _summary(status),
             tags.h2("Recent deploys"),
-            _deploys(status["deploys"], journal_error),
+            _deploys(status["deploys"], journal_error, name),
             tags.p(
                 class_="muted",
                 id="footer",
@@ -238,23 +244,194 @@ def render_overview(status: Mapping[str, Any]) -> bytes:
     return _finish(page)
 
 
-def render_not_found(name: str) -> bytes:
-    """The page a browser gets for ``/apps/<name>`` when no app has that name."""
+def render_not_found(name: str, overview: str = "../") -> bytes:
+    """
+    The page a browser gets for ``/apps/<name>`` (or a page under it) when
+    no app has that name.
+
+    :param overview: the overview's URL relative to the page's.
+    """
+    return _message_page(
+        "ghhook: no such app",
+        (overview, "all apps"),
+        "No such app",
+        ["No app called ", tags.code(name), " is configured (any more)."],
+    )
+
+
+def render_deploy_not_found(name: str, deploy: str) -> bytes:
+    """
+    The page a browser gets for ``/apps/<name>/deploys/<deploy>`` when the
+    app has no such deploy: none of that id, another app's, one pruned from
+    the journal, or an id that is not a positive integer. Which of these is
+    not said: an app's page never tells about another app's deploys.
+    """
+    return _message_page(
+        "ghhook: no such deploy",
+        (_app_link(name), name),
+        "No such deploy",
+        [
+            "The app ",
+            tags.code(name),
+            " has no deploy ",
+            tags.code(deploy),
+            " in the journal: deploy ids are positive integers, each deploy is one"
+            " app's, and the journal keeps each app's newest deploys only.",
+        ],
+    )
+
+
+def render_deploy_unreadable(name: str, deploy: str, why: str) -> bytes:
+    """The page for ``/apps/<name>/deploys/<deploy>`` while the journal cannot be read."""
+    return _message_page(
+        "ghhook: the journal fails",
+        (_app_link(name), name),
+        f"Deploy {deploy} of {name}",
+        ["The deploy cannot be read while the journal fails."],
+        banner=_journal_banner(why, "this deploy"),
+    )
+
+
+def _app_link(name: str) -> str:
+    """An app's page, from a page under ``/apps/<name>/deploys/``."""
+    return "../../" + quote(name, safe="")
+
+
+def _message_page(
+    title: str, back: tuple[str, str], heading: str, message: list[Any], banner: Any = ""
+) -> bytes:
+    """A page that says one thing, with a link back: not refreshed, nothing else on it."""
+    href, label = back
     page = tags.html(lang="en")(
-        tags.head(
-            tags.meta(charset="utf-8"),
-            tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
-            tags.meta(name="referrer", content="no-referrer"),
-            tags.title("ghhook: no such app"),
-            tags.style(_CSS),
-        ),
+        _head(title, refresh=False),
         tags.body(
-            tags.p(class_="back")(tags.a(href="../", id="back")("\N{LEFTWARDS ARROW} all apps")),
-            tags.h1("No such app"),
-            tags.p(id="not-found")("No app called ", tags.code(name), " is configured (any more)."),
+            banner,
+            tags.p(class_="back")(tags.a(href=href, id="back")(f"\N{LEFTWARDS ARROW} {label}")),
+            tags.h1(heading),
+            tags.p(id="not-found")(message),
         ),
     )
     return _finish(page)
+
+
+def render_deploy_page(
+    name: str, deploy: Mapping[str, Any], journal_error: str | None = None
+) -> bytes:
+    """
+    One deploy's page, for a deploy document as
+    :func:`ghhook.admin.deploy_document` returns it: what it deployed, how it
+    ended, and each step with its whole kept output. Served at
+    ``/apps/<name>/deploys/<id>``, the URL commit statuses link to: its
+    links are relative to that. It reloads itself only while the deploy is
+    queued or running; a finished one no longer changes, and a reload would
+    scroll its output away from whoever reads it.
+    """
+    result = str(deploy["result"])
+    unfinished = result in _UNFINISHED
+    title = f"ghhook: {name}: deploy {deploy['id']} ({result})"
+    reloads = f"This page reloads every {REFRESH_SECONDS} s until the deploy ends. "
+    page = tags.html(lang="en")(
+        _head(title, refresh=unfinished),
+        tags.body(
+            _journal_banner(journal_error, "this deploy") if journal_error is not None else "",
+            tags.p(class_="back")(
+                tags.a(href=_app_link(name), id="back")(f"\N{LEFTWARDS ARROW} {name}")
+            ),
+            tags.h1(f"ghhook: {name}: deploy {deploy['id']} ", _badge(result)),
+            _deploy_summary(name, deploy),
+            tags.h2("Steps"),
+            _deploy_steps(deploy),
+            tags.p(class_="muted", id="footer")(
+                "Times are UTC. ",
+                reloads if unfinished else "",
+                "This URL answers the same in JSON to a client that does not ask for HTML; ",
+                tags.a(href=_app_link(name))(name),
+                " has the app's recent deploys.",
+            ),
+        ),
+    )
+    return _finish(page)
+
+
+def _deploy_summary(name: str, deploy: Mapping[str, Any]) -> Tag:
+    result = str(deploy["result"])
+    interrupted = result == "interrupted"
+    trigger = str(deploy["trigger"])
+    if deploy.get("deliveries", 0) > 1:
+        trigger += f" ({deploy['deliveries']} pushes)"
+    meaning = RESULT_MEANINGS.get(result)
+    rows: list[tuple[str, Any]] = [
+        ("App", tags.a(href=_app_link(name), id="app")(name)),
+        ("Deploy", tags.span(id="deploy-id")(str(deploy["id"]))),
+        ("Result", [_badge(result), tags.span(class_="muted")(f" {meaning}") if meaning else ""]),
+        ("Trigger", trigger),
+    ]
+    sha = deploy["sha"]
+    if sha:
+        commit: Any = tags.span(id="sha")(_sha(sha, full=True))
+    elif deploy["trigger"] == "catch-up":
+        commit = "the remote branch's head (a catch-up)"
+    else:
+        commit = "-"
+    rows.append(("Target" if result in _UNFINISHED else "Commit", commit))
+    if deploy.get("subject"):
+        rows.append(("Subject", tags.span(class_="subject")(deploy["subject"])))
+    if deploy.get("author"):
+        rows.append(("Author", tags.span(class_="author")(deploy["author"])))
+    rows.append(("Before", tags.span(id="before")(_sha(deploy["before"], full=True))))
+    if deploy["failed_step"]:
+        rows.append(
+            (
+                "Stopped during" if interrupted else "Failed at",
+                tags.strong(class_="failed-step")(deploy["failed_step"]),
+            )
+        )
+    if deploy["error"]:
+        rows.append(("Error", tags.span(class_="error", id="error")(deploy["error"])))
+    delivery = deploy["delivery"]
+    rows += [
+        ("Delivery", tags.code(id="delivery")(delivery) if delivery else "-"),
+        ("Queued", _time(deploy["queued"])),
+        ("Started", _time(deploy["started"])),
+        ("Finished", _time(deploy["finished"])),
+        ("Took", _duration(deploy["duration"])),
+    ]
+    return tags.dl(class_="summary", id="deploy", **{"data-result": result})(
+        [(tags.dt(label), tags.dd(value)) for label, value in rows]
+    )
+
+
+def _deploy_steps(deploy: Mapping[str, Any]) -> Any:
+    steps = deploy["steps"]
+    if not steps:
+        said = "No step has run yet." if deploy["result"] in _UNFINISHED else "No step ran."
+        return tags.p(class_="muted", id="no-steps")(said)
+    failing = _failing_step(deploy)
+    marked = "step interrupted" if deploy["result"] == "interrupted" else "step failure"
+    return [
+        _deploy_step(number, step, marked if step is failing else "step")
+        for number, step in enumerate(steps, 1)
+    ]
+
+
+def _deploy_step(number: int, step: Mapping[str, Any], cls: str) -> Tag:
+    """One step: its command, how it ended, and all the output the journal kept."""
+    facts: list[tuple[str, Any]] = [
+        # Quoted as a shell would read it: an argument with a space stays one.
+        ("Command", tags.code(class_="argv")(shlex.join(step["argv"]))),
+        ("Ended", tags.span(class_="ended")(_ended(step))),
+        ("Started", _time(step["started"])),
+        ("Took", _duration(step["duration"])),
+    ]
+    output = step["output"]
+    return tags.div(class_=cls, id=f"step-{number}")(
+        tags.h3(f"{number}. ", tags.span(class_="name")(step["name"])),
+        tags.dl(class_="summary")([(tags.dt(label), tags.dd(value)) for label, value in facts]),
+        # One child: in a flex box each text run and span would be a row of its own.
+        tags.pre(class_="output")(tags.code(output))
+        if output
+        else tags.p(class_="muted no-output")("No output."),
+    )
 
 
 #: The overview's columns; on a narrow screen the cards label their facts instead.
@@ -432,7 +609,9 @@ _COLUMNS = (
 )
 
 
-def _deploys(deploys: list[Mapping[str, Any]], journal_error: str | None) -> Any:
+def _deploys(
+    deploys: list[Mapping[str, Any]], journal_error: str | None, name: str | None = None
+) -> Any:
     if not deploys:
         if journal_error is not None:
             return tags.p(class_="muted", id="no-deploys")(
@@ -443,12 +622,12 @@ def _deploys(deploys: list[Mapping[str, Any]], journal_error: str | None) -> Any
     # The legend explains the results on the page, in a fixed order.
     legend = _legend({str(deploy["result"]) for deploy in deploys})
     table = tags.table(class_="deploys cards", id="deploys")(
-        tags.thead(head), tags.tbody([_row(d) for d in deploys])
+        tags.thead(head), tags.tbody([_row(d, name) for d in deploys])
     )
     return [table, legend]
 
 
-def _row(deploy: Mapping[str, Any]) -> Tag:
+def _row(deploy: Mapping[str, Any], name: str | None = None) -> Tag:
     result = str(deploy["result"])
     if result in _FAILURES:
         row_class = "deploy failure"
@@ -460,7 +639,7 @@ def _row(deploy: Mapping[str, Any]) -> Tag:
     if deploy.get("deliveries", 0) > 1:
         trigger += f" ({deploy['deliveries']} pushes)"
     return tags.tr(class_=row_class, id=f"deploy-{deploy['id']}", **{"data-result": result})(
-        tags.td(class_="id")(str(deploy["id"])),
+        tags.td(class_="id")(_deploy_id(deploy, name)),
         tags.td(class_="result")(_badge(result)),
         tags.td(class_="commit")(_commit(deploy)),
         _fact("From", _sha(deploy["before"])),
@@ -470,6 +649,15 @@ def _row(deploy: Mapping[str, Any]) -> Tag:
         _fact("Took", _duration(deploy["duration"])),
         tags.td(class_="details")(_details(deploy)),
     )
+
+
+def _deploy_id(deploy: Mapping[str, Any], name: str | None) -> Tag | str:
+    """The deploy's id, linking to its page (relative to ``/apps/<name>``) when the app is named."""
+    text = str(deploy["id"])
+    if not name:
+        return text
+    href = f"{quote(name, safe='')}/deploys/{quote(text, safe='')}"
+    return tags.a(href=href, class_="deploy-link")(text)
 
 
 def _fact(label: str, value: Any, extra: str = "") -> Tag:
@@ -540,19 +728,22 @@ def _failing_step(deploy: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def _step(step: Mapping[str, Any]) -> Tag:
+def _ended(step: Mapping[str, Any]) -> str:
+    """``exit 0``, ``signal 15``, ``timed out`` or ``not started``."""
     if step.get("timed_out"):
-        ended = "timed out"
-    elif step.get("signal") is not None:
-        ended = f"signal {step['signal']}"
-    elif step["exit_code"] is None:
-        ended = "not started"
-    else:
-        ended = f"exit {step['exit_code']}"
+        return "timed out"
+    if step.get("signal") is not None:
+        return f"signal {step['signal']}"
+    if step["exit_code"] is None:
+        return "not started"
+    return f"exit {step['exit_code']}"
+
+
+def _step(step: Mapping[str, Any]) -> Tag:
     return tags.tr(
         tags.td(class_="name")(step["name"]),
         tags.td(class_="argv")(tags.code(" ".join(step["argv"]))),
-        tags.td(class_="ended")(ended),
+        tags.td(class_="ended")(_ended(step)),
         tags.td(class_="took")(_duration(step["duration"])),
     )
 

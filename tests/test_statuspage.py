@@ -383,7 +383,9 @@ def test_refreshes_itself_and_loads_nothing() -> None:
     assert "link" not in parsed.names() and "script" not in parsed.names()
     assert not [attrs for _, attrs in parsed.tags if "src" in attrs]
     links = [attrs["href"] for _, attrs in parsed.tags if "href" in attrs]
-    assert links == ["../", "../status"], "relative links: the overview and every app's JSON"
+    assert links == ["../", "app/deploys/1", "../status"], (
+        "relative links: the overview, each deploy's page and every app's JSON"
+    )
     assert b"http:" not in page and b"https:" not in page and b"//" not in page
 
 
@@ -806,3 +808,27 @@ def long_overview() -> dict[str, Any]:
             app("api", None, deployed=None, head=None),
         ],
     )
+
+
+def test_each_deploy_id_links_to_its_page() -> None:
+    """Relative to ``/apps/<name>``: ``<name>/deploys/<id>``, the URL commit statuses link to."""
+    parsed = Elements(render_status_page(status(deploys=[deploy(12, "failed"), deploy(3, "ok")])))
+    links = parsed.with_attr("class", "deploy-link")
+    assert [link["href"] for link in links] == ["app/deploys/12", "app/deploys/3"]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_deploy_link_stays_one_relative_path(attack: str) -> None:
+    parsed = Elements(render_status_page(status(name=attack)))
+    [link] = parsed.with_attr("class", "deploy-link")
+    href = link["href"]
+    assert href is not None and href.endswith("/deploys/1")
+    assert not set(href.removesuffix("/deploys/1")) & set(":/\"'<> \\"), "one quoted segment"
+
+
+def test_a_document_without_a_name_has_no_deploy_links() -> None:
+    document = status()
+    del document["name"]
+    parsed = Elements(render_status_page(document))
+    assert not parsed.with_attr("class", "deploy-link")
+    assert "1" in parsed.all_text()
