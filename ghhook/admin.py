@@ -128,12 +128,14 @@ def app_summary(deployer: Deployer) -> dict[str, Any]:
     try:
         deployed = deployer.journal.get(DEPLOYED)
         row = deployer.journal.last_finished()
+        reports: dict[str, int] | None = deployer.journal.reports()
     except JournalError:
-        deployed, row = None, None
+        deployed, row, reports = None, None, None
     return {
         **_engine_state(deployer),
         "deployed": deployed,
         "last": deploy_document(row) if row is not None else None,
+        "reports": reports,
     }
 
 
@@ -182,12 +184,14 @@ def app_document(deployer: Deployer, limit: int = RECENT_DEPLOYS) -> dict[str, A
     try:
         deployed = journal.get(DEPLOYED)
         deploys = [deploy_document(row) for row in journal.recent_deploys(limit)]
+        reports: dict[str, int] | None = journal.reports()
     except JournalError:
-        deployed, deploys = None, []
+        deployed, deploys, reports = None, [], None
     return {
         **_engine_state(deployer),
         "remote": deployer.settings.remote,
         "deployed": deployed,
+        "reports": reports,
         "journal_error": journal.health(),
         "deploys": deploys,
     }

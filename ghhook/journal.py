@@ -937,13 +937,20 @@ class Journal:
         return None if row is None or row[0] is None else str(row[0])
 
     @_guarded
-    def report_counts(self) -> dict[str, dict[str, int]]:
-        """Per app, the reports waiting and given up: ``{"api": {"pending": 2, "failed": 0}}``."""
+    def report_counts(self, app: str | None = None) -> dict[str, dict[str, int]]:
+        """
+        Per app, the reports waiting and given up: ``{"api": {"pending": 2, "failed": 0}}``.
+
+        :param app: only this app's; None: every app's.
+        """
         counts: dict[str, dict[str, int]] = {}
-        for app, state, count in self._db.execute(
-            "SELECT app, state, COUNT(*) FROM outbox WHERE state != 'sent' GROUP BY app, state"
+        where, params = ("AND app = ?", (app,)) if app is not None else ("", ())
+        for owner, state, count in self._db.execute(
+            f"SELECT app, state, COUNT(*) FROM outbox WHERE state != 'sent' {where}"
+            " GROUP BY app, state",
+            params,
         ):
-            counts.setdefault(app, {"pending": 0, "failed": 0})[state] = count
+            counts.setdefault(owner, {"pending": 0, "failed": 0})[state] = count
         return counts
 
     @_guarded
@@ -1090,6 +1097,10 @@ class AppJournal:
 
     def deploy(self, deploy: int) -> dict[str, Any] | None:
         return self.journal.deploy(deploy, app=self.app)
+
+    def reports(self) -> dict[str, int]:
+        """The app's reports waiting in the outbox, and those given up."""
+        return self.journal.report_counts(self.app).get(self.app, {"pending": 0, "failed": 0})
 
 
 def _joined(apps: Sequence[str] | None) -> str | None:

@@ -75,7 +75,7 @@ class ReportCounter(Protocol):
 
 
 class TreqPoster:
-    """:class:`Poster` over treq, with a quiet pool of persistent connections."""
+    """:class:`Poster` over treq, with a quiet pool."""
 
     def __init__(self, reactor: Any) -> None:
         from treq.client import HTTPClient
@@ -84,7 +84,9 @@ class TreqPoster:
         from ghhook.httpclient import QuietPool
 
         self._reactor = reactor
-        self._client = HTTPClient(Agent(reactor, pool=QuietPool(reactor, persistent=True)))
+        # A connection per report: reports are few, and a kept connection the
+        # server closed meanwhile fails the next POST (never retried, not idempotent).
+        self._client = HTTPClient(Agent(reactor, pool=QuietPool(reactor, persistent=False)))
 
     def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
