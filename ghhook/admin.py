@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -116,6 +116,20 @@ def deploy_document(row: dict[str, Any]) -> dict[str, Any]:
         "subject": row.get("subject"),
         "author": row.get("author"),
         "steps": [step_document(step) for step in row.get("steps", ())],
+    }
+
+
+def report_document(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One report of a deploy, as its page shows it: no credential is in it."""
+    return {
+        "kind": row["kind"],
+        "to": "forge" if row["target"] == "forge" else row["target"],
+        "url": row["url"] if row["target"] == "forge" else None,
+        "state": row["state"],
+        "outcome": row["outcome"],
+        "attempts": row["attempts"],
+        "created": iso_time(row["created"]),
+        "due": iso_time(row["due"]) if row["state"] == "pending" else None,
     }
 
 
@@ -503,6 +517,13 @@ class Admin:
             error = _NO_DEPLOY if number is not None else "deploy ids are positive integers"
             return json_body(request, 404, {"error": error})
         document = deploy_document(row)
+        try:
+            document["reports"] = [
+                report_document(report)
+                for report in deployer.journal.journal.reports_of(name, int(row["id"]))
+            ]
+        except JournalError:
+            document["reports"] = None
         if html:
             page = render_deploy_page(name, document, deployer.journal.health())
             return _page(request, 200, page)

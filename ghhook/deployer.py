@@ -341,9 +341,12 @@ class Deployer:
         group = self.journal.get(STEP_GROUP)
         self.journal.forget(STEP_GROUP)
         kill_orphaned_step(group, [self.settings.repo], self.log)
+        cut_off = self.journal.running_deploys()
         closed = self.journal.close_unfinished(self._wall_clock())
         if closed:
             self.log.warn("deploys {ids} were cut off by the previous stop", ids=closed)
+        for row in cut_off:
+            self._report_cut_off(row)
         deployed = self.journal.get(DEPLOYED)
         self.log.info(
             "serving {repo} ({branch}); {what}",
@@ -355,6 +358,29 @@ class Deployer:
             else "nothing deployed yet: the catch-up takes what the clone holds",
         )
         self._queue("catch-up", None, None, forced=False)
+
+    def _report_cut_off(self, row: Mapping[str, Any]) -> None:
+        """
+        A deploy a kill cut off told its forge it was deploying: tell the end,
+        as a stop during it would have (best effort: the catch-up goes on).
+        """
+        now = self._wall_clock()
+        reporting = reporting_of(self.settings)
+        ending = reports.Ending(
+            int(row["id"]),
+            Result.INTERRUPTED,
+            row["target"],
+            self._state_or_none(DEPLOYED),
+            0.0,
+            error="ghhook was killed during this deploy",
+        )
+        calls, written = reports.finished(
+            reporting, ending, row["target"], self._told(reporting), now
+        )
+        try:
+            self.journal.add_reports(int(row["id"]), calls, now, written)
+        except JournalError:
+            self.log.warn("deploy {deploy}: its end could not be reported", deploy=row["id"])
 
     def _catch_up(self) -> None:
         """
@@ -747,12 +773,9 @@ class Deployer:
             failed_step,
             error,
         )
-        told = {
-            key: value
-            for key in (reports.LAST_RESULT, *(reports.NOTIFIED + n.name for n in reporting.notify))
-            if (value := self._state_or_none(key)) is not None
-        }
-        closing, written = reports.finished(reporting, ending, job.target, told, finished)
+        closing, written = reports.finished(
+            reporting, ending, job.target, self._told(reporting), finished
+        )
         return Outcome(
             job.id,
             result,
@@ -766,6 +789,11 @@ class Deployer:
             {**written, **state},
             tuple(closing),
         )
+
+    def _told(self, reporting: Reporting) -> dict[str, str]:
+        """The state keys a deploy's end reads to tell a repeated result once."""
+        keys = (reports.LAST_RESULT, *(reports.NOTIFIED + n.name for n in reporting.notify))
+        return {key: value for key in keys if (value := self._state_or_none(key)) is not None}
 
     def _state_or_none(self, key: str) -> str | None:
         """A state key, or None when the journal cannot say (reports then repeat)."""

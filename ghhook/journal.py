@@ -885,6 +885,29 @@ class Journal:
         )
 
     @_guarded
+    def add_reports(
+        self,
+        app: str,
+        deploy: int,
+        reports: Sequence[Call],
+        now: float,
+        state: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add a deploy's reports, and the state keys they leave, in one transaction."""
+        with self._atomic():
+            for key, value in (state or {}).items():
+                self._put(app, key, value)
+            self._add_reports(app, deploy, reports, now)
+
+    @_guarded
+    def running_deploys(self, app: str) -> list[dict[str, Any]]:
+        """``app``'s deploys recorded as running: a previous run was cut off during them."""
+        rows = self._db.execute(
+            "SELECT * FROM deploys WHERE app = ? AND result = 'running' ORDER BY id", (app,)
+        )
+        return [dict(row) for row in rows]
+
+    @_guarded
     def due_reports(self, now: float, limit: int = 20) -> list[dict[str, Any]]:
         """
         Reports to send now, oldest first: each the first one waiting of its
@@ -1097,6 +1120,18 @@ class AppJournal:
 
     def deploy(self, deploy: int) -> dict[str, Any] | None:
         return self.journal.deploy(deploy, app=self.app)
+
+    def add_reports(
+        self,
+        deploy: int,
+        reports: Sequence[Call],
+        now: float,
+        state: Mapping[str, str] | None = None,
+    ) -> None:
+        self.journal.add_reports(self.app, deploy, reports, now, state)
+
+    def running_deploys(self) -> list[dict[str, Any]]:
+        return self.journal.running_deploys(self.app)
 
     def reports(self) -> dict[str, int]:
         """The app's reports waiting in the outbox, and those given up."""

@@ -341,6 +341,7 @@ def render_deploy_page(
             _deploy_summary(name, deploy),
             tags.h2("Steps"),
             _deploy_steps(deploy),
+            _deploy_reports(deploy.get("reports")),
             tags.p(class_="muted", id="footer")(
                 "Times are UTC. ",
                 reloads if unfinished else "",
@@ -399,6 +400,35 @@ def _deploy_summary(name: str, deploy: Mapping[str, Any]) -> Tag:
     return tags.dl(class_="summary", id="deploy", **{"data-result": result})(
         [(tags.dt(label), tags.dd(value)) for label, value in rows]
     )
+
+
+def _deploy_reports(reports: Any) -> Any:
+    """What the deploy told its forge and the team: each report and how it went."""
+    if not reports:
+        return ""
+    rows = [
+        tags.tr(class_=f"report {report['state']}")(
+            tags.td(str(report["kind"]).replace("_", " ")),
+            tags.td(tags.code(report["url"]) if report["url"] else str(report["to"])),
+            tags.td(str(report["state"])),
+            tags.td(str(report["outcome"] or "-")),
+            tags.td(str(report["attempts"])),
+        )
+        for report in reports
+    ]
+    return [
+        tags.h2("Reports"),
+        tags.table(class_="reports", id="reports")(
+            tags.tr(
+                tags.th("what"),
+                tags.th("to"),
+                tags.th("state"),
+                tags.th("last answer"),
+                tags.th("tries"),
+            ),
+            rows,
+        ),
+    ]
 
 
 def _deploy_steps(deploy: Mapping[str, Any]) -> Any:
@@ -563,6 +593,17 @@ def _summary(status: Mapping[str, Any]) -> Tag:
         rows.insert(1, ("Pushes from", [pushes_from, forge]))
     if "deployed" in status:
         rows.append(("Last restarted on", _sha(status["deployed"], full=True)))
+    reports = status.get("reports")
+    if reports and (reports.get("pending") or reports.get("failed")):
+        rows.append(
+            (
+                "Reports",
+                tags.span(id="reports")(
+                    f"{reports.get('pending', 0)} waiting to be sent,"
+                    f" {reports.get('failed', 0)} given up (see the log)"
+                ),
+            )
+        )
     rows.append(("State", tags.span(class_=f"state {state}", id="state")(state)))
     running, pending = status.get("running"), status["pending"]
     if running is not None:

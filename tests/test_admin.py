@@ -256,6 +256,7 @@ def summary(host: Host, name: str, **overrides: Any) -> dict[str, Any]:
         "running": None,
         "pending": None,
         "last": None,
+        "reports": {"pending": 0, "failed": 0},
     }
     return {**base, **overrides}
 
@@ -384,6 +385,7 @@ def test_an_app_document_in_json(client: Client) -> None:
         "busy": False,
         "running": None,
         "pending": None,
+        "reports": {"pending": 0, "failed": 0},
         "journal_error": None,
     }
     assert [d["id"] for d in deploys] == [
