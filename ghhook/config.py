@@ -623,7 +623,7 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
         branch = _branch(place, repo, gdir)
         remote, repository = _repository(place, repo, gdir, forge)
     else:
-        _repository_name(place, forge)
+        repository = _repository_name(place, forge)
     timeout = _convert(place, "timeout", positive_float, "600")
     health_timeout = _convert(place, "health_timeout", positive_float, "30")
     path = host.env.get("PATH")
@@ -1395,11 +1395,24 @@ def load_file(
             f"{path}: no apps: add an [apps.NAME] table for each, with its repo = PATH",
             (len(document),),
         )
+    # The variables of secrets and tokens: no step may see them.
     hidden = [
         str(given["secret_env"].value)
         for given in [defaults, *(table for _, table, _ in tables)]
         if "secret_env" in given and isinstance(given["secret_env"].value, str)
     ]
+    for given in [defaults, *(table for _, table, _ in tables)]:
+        report = given.get("report")
+        if report is not None and isinstance(report.value, dict) and "token_env" in report.value:
+            if isinstance(report.value["token_env"].value, str):
+                hidden.append(report.value["token_env"].value)
+    raw_notify = document.get("notify")
+    if isinstance(raw_notify, list):
+        hidden += [
+            item["secret_env"]
+            for item in raw_notify
+            if isinstance(item, dict) and isinstance(item.get("secret_env"), str)
+        ]
     host = _host(environ, twistd, problems, reloading, hidden)
     base = Path(path).absolute().parent
     apps = [
@@ -1472,7 +1485,7 @@ def _table(
             problems.add(f"{where}: {SECRET_REFUSED}", at)
         elif key == "token":
             problems.add(f"{where}: {TOKEN_REFUSED}", at)
-        elif key in ("defaults", "apps") and key in allowed:
+        elif key in ("defaults", "apps") and key in allowed and not table:
             if not isinstance(value, dict):
                 problems.add(f"{where}: expected a table ([{key}...]), not {_toml_type(value)}", at)
         elif table == "defaults." and key == "repo":
