@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ghhook.journal import SCHEMA_VERSION
 from tests.daemon import Daemon, environment, eventually, run_twistd
 from tests.gitfixture import GitFixture
 
@@ -106,7 +107,7 @@ def test_a_journal_of_the_previous_release_is_upgraded_for_the_app(
         daemon.stop()
     db = sqlite3.connect(tmp_path / "ghhook.sqlite3")
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert {row[0] for row in db.execute("SELECT DISTINCT app FROM deploys")} == {"shop"}
     finally:
         db.close()
