@@ -37,7 +37,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 import ghhook
-from ghhook.deployer import DEPLOYED, Deployer, Job
+from ghhook.control import Control
+from ghhook.deployer import DEPLOYED, Deployer, Job, Pause
 from ghhook.engines import Engines
 from ghhook.isotime import iso_time
 from ghhook.journal import AppJournal, Journal, JournalError
@@ -75,6 +76,8 @@ def job_document(job: Job | None) -> dict[str, Any] | None:
         "delivery": job.delivery,
         "pushes": job.pushes,
         "forced": job.forced,
+        "force": job.force,
+        "requested_by": job.requested_by,
     }
 
 
@@ -115,6 +118,7 @@ def deploy_document(row: dict[str, Any]) -> dict[str, Any]:
         "error": row["error"],
         "subject": row.get("subject"),
         "author": row.get("author"),
+        "requested_by": row.get("requested_by"),
         "steps": [step_document(step) for step in row.get("steps", ())],
     }
 
@@ -168,7 +172,16 @@ def _engine_state(deployer: Deployer) -> dict[str, Any]:
         "busy": deployer.busy,
         "running": job_document(deployer.running),
         "pending": job_document(deployer.pending),
+        "paused": pause_document(deployer.paused),
+        "held": job_document(deployer.held),
     }
+
+
+def pause_document(pause: Pause | None) -> dict[str, Any] | None:
+    """Why an app is paused, since when, by whom; None when it is not."""
+    if pause is None:
+        return None
+    return {"reason": pause.reason, "since": iso_time(pause.since), "by": pause.by}
 
 
 def status_document(
@@ -460,6 +473,7 @@ class Admin:
             ("/healthz", self.healthz),
         ):
             self.app.route(path, methods=["GET"])(method)
+        Control(engines, journal).route(self.app)
         json_errors(self.app, allow=("GET", "HEAD"))
 
     def resource(self) -> IResource:

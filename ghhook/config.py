@@ -143,6 +143,14 @@ class AppSettings:
 
 
 @attrs.frozen
+class AdminToken:
+    """One line of ``admin_token_file``: who (the label) and the token, out of ``repr``."""
+
+    label: str
+    token: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen
 class DaemonSettings:
     """Everything one ghhook daemon serves, as read at start or at a reload."""
 
@@ -160,6 +168,8 @@ class DaemonSettings:
     source: str | None = None
     #: Every ``[[notify]]`` of the file; each app holds those it is told by.
     notify: tuple[NotifySettings, ...] = ()
+    #: Who may POST to the admin listener over TCP (``admin_token_file``).
+    admin_tokens: tuple[AdminToken, ...] = attrs.field(default=(), repr=False)
 
     def app(self, name: str) -> AppSettings | None:
         for app in self.apps:
@@ -265,6 +275,7 @@ DAEMON_KEYS = (
     "path",
     "parallel",
     "keep_deploys",
+    "admin_token_file",
     "max_inflight",
     "header_timeout",
     "body_timeout",
@@ -294,6 +305,7 @@ OPTIONS = {
     "state": "state",
     "path": "path",
     "keep_deploys": "keep-deploys",
+    "admin_token_file": "admin-token-file",
     "max_inflight": "max-inflight",
     "header_timeout": "header-timeout",
     "body_timeout": "body-timeout",
@@ -1107,6 +1119,7 @@ def _daemon(
     path = _shared_path(place)
     parallel = _convert(place, "parallel", positive_int, str(PARALLEL))
     keep_deploys = _convert(place, "keep_deploys", positive_int, str(KEEP_DEPLOYS))
+    admin_tokens = _admin_tokens(place)
     limits = _limits(place)
     state = _state(place, twistd)
     if not host.reloading and state is not None:
@@ -1134,7 +1147,41 @@ def _daemon(
         keep_deploys=keep_deploys,
         limits=limits,
         source=source,
+        admin_tokens=admin_tokens,
     )
+
+
+def _admin_tokens(place: _Place) -> tuple[AdminToken, ...]:
+    """``admin_token_file``: one ``label:token`` per line, for the admin's POSTs."""
+    value = place.value("admin_token_file")
+    if value is None or value is _BROKEN:
+        return ()
+    file = place.path(value)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        place.say("admin_token_file", f"{file}: cannot read it: {reason}")
+        return ()
+    tokens: list[AdminToken] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        label, sep, token = line.strip().partition(":")
+        if not sep or not label.strip() or len(token.strip()) < 16:
+            place.say(
+                "admin_token_file",
+                f"{file} line {number}: expected LABEL:TOKEN with a token of at least"
+                " 16 characters (e.g. alice:$(openssl rand -hex 32))",
+            )
+            continue
+        if any(known.label == label.strip() for known in tokens):
+            place.say("admin_token_file", f"{file} line {number}: the label {label!r} is taken")
+            continue
+        tokens.append(AdminToken(label.strip(), token.strip().encode("utf-8")))
+    if not tokens and not place.problems:
+        place.say("admin_token_file", f"{file} holds no LABEL:TOKEN line")
+    return tuple(tokens)
 
 
 def _endpoints(place: _Place, key: str, default: list[str]) -> list[tuple[int | None, str]]:

@@ -96,6 +96,8 @@ class Cycle(GitSteps):
         # On the first run the service is taken to run what the clone holds.
         deployed = self.journal.get(DEPLOYED) or before
         self.running = deployed
+        if self.job.trigger == "rollback" and self.job.target is not None:
+            return await self.roll_back_to(deployed, self.job.target)
         if await self.fetched_already():
             self.deployer.log.info(
                 "{sha} is the remote's head and in HEAD already; no pull",
@@ -106,7 +108,7 @@ class Cycle(GitSteps):
             await self.pull(before)
         after = await self.head()
         await self.describe(after)
-        if after == deployed:
+        if after == deployed and not self.job.force:
             return Result.UNCHANGED, after
         if after == self.journal.get(ROLLED_BACK):
             # The pull brought back the commit rolled back before: keep what runs.
@@ -120,6 +122,20 @@ class Cycle(GitSteps):
             await self.head()
             await self.describe(deployed)
             return Result.UNCHANGED, deployed
+        self.new = after
+        await self.release(deployed, after)
+        self.running = after
+        return Result.DEPLOYED, after
+
+    async def roll_back_to(self, deployed: str, target: str) -> tuple[Result, str]:
+        """
+        An operator's rollback: put ``target`` in the clone and release it
+        like a push (build, restart, health); if that fails, ``deployed``
+        is put back as after any failed release.
+        """
+        await self.must("reset", self.git("reset", "--hard", target))
+        after = await self.head()
+        await self.describe(after)
         self.new = after
         await self.release(deployed, after)
         self.running = after

@@ -18,6 +18,7 @@ journal committed the write that records it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -91,6 +92,8 @@ class Listener(Protocol):
 
     def deploy_finished(self, result: Result, duration: float, finished: float) -> None: ...
 
+    # Optional: ``paused(paused: bool)``, told when the app is paused or resumed.
+
 
 class Slots(Protocol):
     """The turns deploys of different apps take (see :class:`ghhook.engines.Slots`)."""
@@ -132,8 +135,11 @@ class Listeners:
 
     def tell(self, event: str, *args: Any) -> None:
         for listener in self._listeners:
+            method = getattr(listener, event, None)
+            if method is None:
+                continue  # a listener hears only of what it has a method for
             try:
-                getattr(listener, event)(*args)
+                method(*args)
             except Exception:  # noqa: BLE001 - logged once, and the engine goes on
                 if id(listener) not in self._failed:
                     self._failed.add(id(listener))
@@ -151,6 +157,34 @@ class Submission:
 
     deploy: int
     coalesced: bool
+    #: The app is paused: the deploy waits for ``resume``.
+    held: bool = False
+
+
+@attrs.frozen
+class Pause:
+    """Why an app's automatic deploys are held, since when, and who asked."""
+
+    reason: str | None
+    since: float
+    by: str | None
+
+    def encode(self) -> str:
+        return json.dumps({"reason": self.reason, "since": self.since, "by": self.by})
+
+    @classmethod
+    def decode(cls, text: str | None) -> Pause | None:
+        if not text:
+            return None
+        try:
+            found = json.loads(text)
+            return cls(found.get("reason"), float(found.get("since", 0.0)), found.get("by"))
+        except (ValueError, TypeError, AttributeError):
+            return cls(None, 0.0, None)
+
+
+#: The journal's state key of a paused app.
+PAUSED = "paused"
 
 
 @attrs.define
@@ -169,6 +203,10 @@ class Job:
     forced: bool = False
     #: Whether a failed write of this deploy's record was logged already.
     unrecorded: bool = False
+    #: Build, restart and check even when HEAD is what runs (``deploy --force``).
+    force: bool = False
+    #: Who asked for a manual deploy or a rollback (a token's label, a uid).
+    requested_by: str | None = None
 
     @property
     def target(self) -> str | None:
@@ -189,6 +227,8 @@ class Job:
 
     def describe(self) -> str:
         """What the deploy is for, in words for the log."""
+        if self.trigger == "manual":
+            return "manual deploy" + (" (forced)" if self.force else "")
         if self.target is None:
             return "catch-up with the remote"
         return f"{self.trigger} of {self.target}"
@@ -211,6 +251,10 @@ class Outcome:
     state: Mapping[str, str] = attrs.field(factory=dict)
     #: The reports its end makes (statuses, notifications), for the outbox.
     reports: tuple[Call, ...] = ()
+
+
+#: Deploys no operator asked for: held while the app is paused.
+AUTOMATIC = ("push", "catch-up")
 
 
 def reporting_of(settings: AppSettings) -> Reporting:
@@ -283,6 +327,10 @@ class Deployer:
         self.listeners = Listeners(listeners, self.log)
         self.running: Job | None = None
         self.pending: Job | None = None
+        #: While paused: the deploy the pushes join, until ``resume``.
+        self.held: Job | None = None
+        #: Why automatic deploys are held (``pause``), kept in the journal.
+        self.paused: Pause | None = None
         self.head: str | None = None
         self._runner = runner
         self._clock = clock
@@ -338,6 +386,9 @@ class Deployer:
             )
             self._catch_up()
             return
+        self.paused = Pause.decode(self.journal.get(PAUSED))
+        if self.paused is not None:
+            self.listeners.tell("paused", True)
         group = self.journal.get(STEP_GROUP)
         self.journal.forget(STEP_GROUP)
         kill_orphaned_step(group, [self.settings.repo], self.log)
@@ -419,7 +470,8 @@ class Deployer:
             return Ignore(f"{after} is already deployed")
         if after == self.journal.get(ROLLED_BACK):
             return Ignore(f"{after} was rolled back")
-        pending = self.pending
+        held = self.paused is not None
+        pending = self.held if held else self.pending
         if pending is not None:
             self.journal.coalesce(pending.id, delivery, after)
 
@@ -433,30 +485,185 @@ class Deployer:
                 )
 
             self.journal.on_commit(join)
-            return Submission(pending.id, coalesced=True)
+            return Submission(pending.id, coalesced=True, held=held)
         job = self._queue("push", after, delivery, forced)
-        return Submission(job.id, coalesced=False)
+        return Submission(job.id, coalesced=False, held=held)
 
-    def _queue(self, trigger: str, target: str | None, delivery: str | None, forced: bool) -> Job:
-        job_id = self.journal.queue_deploy(trigger, delivery, target, self._wall_clock())
-        job = Job(job_id, trigger, delivery, [target], forced=forced)
+    def _queue(
+        self,
+        trigger: str,
+        target: str | None,
+        delivery: str | None,
+        forced: bool,
+        *,
+        force: bool = False,
+        by: str | None = None,
+    ) -> Job:
+        """
+        Record a deploy and, once recorded, make it the pending one; an
+        automatic one (a push, a catch-up) is held instead while the app is paused.
+        """
+        job_id = self.journal.queue_deploy(
+            trigger, delivery, target, self._wall_clock(), requested_by=by
+        )
+        job = Job(job_id, trigger, delivery, [target], forced=forced, force=force, requested_by=by)
 
         def queued() -> None:
-            self.pending = job
+            held = self.paused is not None and trigger in AUTOMATIC
+            if held:
+                self.held = job
+            else:
+                self.pending = job
             self.log.info(
-                "deploy {deploy} queued: {what}",
+                "deploy {deploy} {queued}: {what}",
                 deploy=job_id,
+                queued="held (the app is paused)" if held else "queued",
                 what=job.describe(),
                 trigger=trigger,
                 sha=target,
                 delivery=delivery,
+                by=by,
             )
-            if self.running is None:
+            if self.running is None and not held:
                 # Start on the next turn of the reactor, after the answer is sent.
                 self._clock.callLater(0, self._next)
 
         self.journal.on_commit(queued)
         return job
+
+    # Operators: pause, resume, a deploy now, a rollback
+
+    def pause(self, reason: str | None, by: str | None) -> Pause:
+        """
+        Hold automatic deploys (pushes and catch-ups) until :meth:`resume`;
+        they keep joining one held deploy. A running deploy goes on. Kept in
+        the journal, so a restart stays paused.
+        """
+        pause = Pause(reason, self._wall_clock(), by)
+        self.journal.put(PAUSED, pause.encode())
+
+        def paused() -> None:
+            self.paused = pause
+            pending = self.pending
+            if pending is not None and pending.trigger in AUTOMATIC and self.held is None:
+                self.pending, self.held = None, pending
+                self._stop_waiting()
+            self.log.info(
+                "paused{why}: automatic deploys are held until resumed",
+                why=f" ({reason})" if reason else "",
+                by=by,
+            )
+            self.listeners.tell("paused", True)
+
+        self.journal.on_commit(paused)
+        return pause
+
+    def resume(self, by: str | None) -> int | None:
+        """
+        Deploy again: the held deploy (the newest push while paused), if
+        any, is released; returns its id.
+        """
+        self.journal.forget(PAUSED)
+        held = self.held
+        if held is not None and self.pending is not None:
+            # A manual deploy waits already: it pulls what the held one would.
+            self.journal.coalesce(self.pending.id, held.delivery, held.target or "")
+            self.journal.finish_deploy(
+                held.id,
+                Result.CANCELLED,
+                held.target,
+                self._wall_clock(),
+                error=f"joined deploy {self.pending.id} at the resume",
+            )
+
+        def resumed() -> None:
+            self.paused = None
+            if held is not None:
+                self.held = None
+                if self.pending is None:
+                    self.pending = held
+                else:
+                    self.pending.join(held.target or "", held.delivery, held.forced)
+            self.log.info("resumed: automatic deploys run again", by=by)
+            self.listeners.tell("paused", False)
+            if self.running is None:
+                self._clock.callLater(0, self._next)
+
+        self.journal.on_commit(resumed)
+        return held.id if held is not None else None
+
+    def deploy_now(self, force: bool, by: str | None) -> Submission:
+        """
+        A manual deploy: pull and release now, even while paused; with
+        ``force``, build, restart and check even when HEAD is what runs.
+        """
+        pending = self.pending
+        if pending is not None:
+            self.journal.set_trigger(pending.id, "manual", by)
+
+            def joined() -> None:
+                pending.trigger, pending.requested_by = "manual", by
+                pending.force = pending.force or force
+                pending.shas.append(None)  # a manual deploy always pulls
+
+            self.journal.on_commit(joined)
+            return Submission(pending.id, coalesced=True)
+        job = self._queue("manual", None, None, False, force=force, by=by)
+        return Submission(job.id, coalesced=False)
+
+    def previous_release(self) -> str | None:
+        """The commit deployed before the one that runs now: the default rollback target."""
+        return self.journal.previous_deployed(self.journal.get(DEPLOYED))
+
+    async def rollback_refusal(self, sha: str) -> str | None:
+        """
+        Why ``sha`` cannot be rolled back to, or None: it must be a commit
+        this app deployed, or one reachable from the tracked branch.
+        """
+        if self.journal.was_deployed(sha):
+            return None
+        settings = self.settings
+        result = await self._runner.run(
+            "check-rollback",
+            [
+                settings.git,
+                "merge-base",
+                "--is-ancestor",
+                sha,
+                f"refs/remotes/{settings.remote}/{settings.branch}",
+            ],
+            cwd=settings.repo,
+            env=settings.env,
+            timeout=30.0,
+            fields={"app": settings.name},
+        )
+        if result.exit_code == 0:
+            return None
+        return (
+            f"{sha} is neither a commit {settings.name} deployed nor one reachable from"
+            f" {settings.remote}/{settings.branch} in its clone"
+        )
+
+    def rollback(self, sha: str, by: str | None) -> Submission:
+        """
+        Release ``sha`` (checked by :meth:`rollback_refusal`) with build,
+        restart and health check, then hold automatic deploys: the app is
+        paused, so the next push does not undo the rollback.
+        """
+        self.pause(f"rolled back to {sha[:7]}", by)
+        pending = self.pending
+        if pending is not None and pending.trigger not in AUTOMATIC:
+            # A manual deploy waiting is replaced by the rollback.
+            self.journal.finish_deploy(
+                pending.id,
+                Result.CANCELLED,
+                pending.target,
+                self._wall_clock(),
+                error="replaced by a rollback",
+            )
+            self.journal.on_commit(lambda: setattr(self, "pending", None))
+        job = self._queue("rollback", sha, None, False, by=by)
+        return Submission(job.id, coalesced=False)
 
     def _next(self) -> None:
         if (

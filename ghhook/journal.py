@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     started REAL,
     finished REAL,
     subject TEXT,
-    author TEXT
+    author TEXT,
+    requested_by TEXT
 )"""
 #: The state table, keyed by app and key.
 _STATE = """
@@ -359,6 +360,9 @@ class Journal:
                 upgraded = self._upgrade_v0(upgrade_app)
             for statement in _SCHEMA:
                 db.execute(statement)
+            if "requested_by" not in _columns(db, "deploys"):
+                # Version 1's deploys gain who asked for a manual deploy or a rollback.
+                db.execute("ALTER TABLE deploys ADD COLUMN requested_by TEXT")
             if version != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -627,15 +631,50 @@ class Journal:
 
     @_guarded
     def queue_deploy(
-        self, trigger: str, delivery: str | None, target: str | None, queued: float, *, app: str
+        self,
+        trigger: str,
+        delivery: str | None,
+        target: str | None,
+        queued: float,
+        *,
+        app: str,
+        requested_by: str | None = None,
     ) -> int:
         cursor = self._write(
-            "INSERT INTO deploys (app, trigger, delivery, deliveries, target, result, queued)"
-            " VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-            (app, trigger, delivery, 0 if delivery is None else 1, target, queued),
+            "INSERT INTO deploys (app, trigger, delivery, deliveries, target, result, queued,"
+            " requested_by) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (app, trigger, delivery, 0 if delivery is None else 1, target, queued, requested_by),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    @_guarded
+    def set_trigger(self, deploy: int, trigger: str, requested_by: str | None) -> None:
+        """A queued deploy becomes an operator's (a manual deploy joined it)."""
+        self._write(
+            "UPDATE deploys SET trigger = ?, requested_by = ? WHERE id = ?",
+            (trigger, requested_by, deploy),
+        )
+
+    @_guarded
+    def was_deployed(self, sha: str, *, app: str) -> bool:
+        """Whether ``app`` ever released ``sha`` (deployed, or found deployed)."""
+        row = self._db.execute(
+            "SELECT 1 FROM deploys WHERE app = ? AND sha = ? AND result IN ('deployed', 'unchanged')"
+            " LIMIT 1",
+            (app, sha),
+        ).fetchone()
+        return row is not None
+
+    @_guarded
+    def previous_deployed(self, current: str | None, *, app: str) -> str | None:
+        """The newest commit ``app`` deployed other than ``current``: what a rollback goes back to."""
+        row = self._db.execute(
+            "SELECT sha FROM deploys WHERE app = ? AND result IN ('deployed', 'unchanged')"
+            " AND sha IS NOT NULL AND sha IS NOT ? ORDER BY id DESC LIMIT 1",
+            (app, current),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     @_guarded
     def coalesce(self, deploy: int, delivery: str | None, target: str) -> None:
@@ -1062,9 +1101,25 @@ class AppJournal:
         self.journal.forget(key, app=self.app)
 
     def queue_deploy(
-        self, trigger: str, delivery: str | None, target: str | None, queued: float
+        self,
+        trigger: str,
+        delivery: str | None,
+        target: str | None,
+        queued: float,
+        requested_by: str | None = None,
     ) -> int:
-        return self.journal.queue_deploy(trigger, delivery, target, queued, app=self.app)
+        return self.journal.queue_deploy(
+            trigger, delivery, target, queued, app=self.app, requested_by=requested_by
+        )
+
+    def set_trigger(self, deploy: int, trigger: str, requested_by: str | None) -> None:
+        self.journal.set_trigger(deploy, trigger, requested_by)
+
+    def was_deployed(self, sha: str) -> bool:
+        return self.journal.was_deployed(sha, app=self.app)
+
+    def previous_deployed(self, current: str | None) -> str | None:
+        return self.journal.previous_deployed(current, app=self.app)
 
     def coalesce(self, deploy: int, delivery: str | None, target: str) -> None:
         self.journal.coalesce(deploy, delivery, target)

@@ -87,6 +87,12 @@ class Metrics:
             ["app"],
             registry=self.registry,
         )
+        self.paused = Gauge(
+            "ghhook_paused",
+            "1 while the app's automatic deploys are paused, else 0.",
+            ["app"],
+            registry=self.registry,
+        )
         self.reports = Counter(
             "ghhook_reports",
             "Reports to forges and notifications, by app, kind (status, deployment,"
@@ -172,8 +178,14 @@ class AppMetrics:
         metrics.deploy_duration.labels(app=name)
         metrics.in_progress.labels(app=name).set(0)
         metrics.last_deploy.labels(app=name).set(0)
+        metrics.paused.labels(app=name).set(0)
 
     # Listener (ghhook.deployer)
+
+    def paused(self, paused: bool) -> None:
+        if self._forgotten:
+            return
+        self._metrics.paused.labels(app=self.name).set(1 if paused else 0)
 
     def deploy_started(self) -> None:
         if self._forgotten:
@@ -206,5 +218,10 @@ class AppMetrics:
             metrics.deploys.remove(self.name, result)
         for step in self._steps:
             metrics.step_duration.remove(self.name, step)
-        for metric in (metrics.deploy_duration, metrics.in_progress, metrics.last_deploy):
+        for metric in (
+            metrics.deploy_duration,
+            metrics.in_progress,
+            metrics.last_deploy,
+            metrics.paused,
+        ):
             metric.remove(self.name)

@@ -132,6 +132,14 @@ class Options(usage.Options):
             " [default: ghhook.sqlite3]",
         ],
         [
+            "admin-token-file",
+            None,
+            None,
+            "File of LABEL:TOKEN lines: a request with Authorization: Bearer TOKEN may"
+            " POST to the admin listener (deploy, rollback, pause, resume) as LABEL."
+            " Over a unix: admin endpoint the socket's permissions decide instead.",
+        ],
+        [
             "keep-deploys",
             None,
             None,

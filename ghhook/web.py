@@ -343,6 +343,8 @@ class Hook:
                     "deploy": submission.deploy,
                     "coalesced": submission.coalesced,
                 }
+                if submission.held:
+                    deploy["held"] = True
                 if len(routed) > 1:
                     deploy["after"] = push.after
                 deploys.append(deploy)
@@ -359,6 +361,9 @@ class Hook:
             seq, "accepted", deploys[0]["deploy"], apps=[d["app"] for d in deploys]
         )
         answer: dict[str, Any] = {"after": after, "delivery": delivery, "deploys": deploys}
+        if all(deploy.get("held") for deploy in deploys):
+            # Every app it reached is paused: it deploys at their resume.
+            answer["held"] = True
         if declined:
             answer["ignored"] = declined
         return "accepted", 202, answer
