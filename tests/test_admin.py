@@ -255,6 +255,8 @@ def summary(host: Host, name: str, **overrides: Any) -> dict[str, Any]:
         "busy": False,
         "running": None,
         "pending": None,
+        "paused": None,
+        "held": None,
         "last": None,
         "reports": {"pending": 0, "failed": 0},
     }
@@ -320,6 +322,8 @@ def test_status_shows_what_each_engine_runs_and_what_waits_its_turn(client: Clie
         "delivery": None,
         "pushes": 0,
         "forced": False,
+        "force": False,
+        "requested_by": None,
     }
     assert apps["blog"]["busy"] and apps["api"]["busy"]
     assert apps["blog"]["running"] == {"id": 1, **catch_up}
@@ -337,6 +341,8 @@ def test_status_shows_what_each_engine_runs_and_what_waits_its_turn(client: Clie
         "delivery": "d-1",
         "pushes": 1,
         "forced": False,
+        "force": False,
+        "requested_by": None,
     }
     assert [(d["id"], d["result"]) for d in blog["deploys"]] == [
         (sub.deploy, "queued"),
@@ -385,6 +391,8 @@ def test_an_app_document_in_json(client: Client) -> None:
         "busy": False,
         "running": None,
         "pending": None,
+        "paused": None,
+        "held": None,
         "reports": {"pending": 0, "failed": 0},
         "journal_error": None,
     }
@@ -411,6 +419,7 @@ def test_an_app_document_in_json(client: Client) -> None:
         "error": None,
         "subject": "Fix the <b>login</b>",
         "author": "Ann",
+        "requested_by": None,
         "steps": [
             {
                 "name": "pull",
