@@ -117,6 +117,7 @@ td.details {{ width: 70%; min-width: 16em; }}
 .badge.wait {{ background: #818b98; }}
 .state.idle {{ color: #1a7f37; font-weight: 600; }}
 .state.deploying, .state.pending {{ color: #9a6700; font-weight: 600; }}
+.state.paused {{ color: #8250df; font-weight: 600; }}
 tr.failure td {{ background: #ffebe9; }}
 tr.interrupted td {{ background: #fff8c5; }}
 /* column-reverse starts the scroll box at its end: the last lines, which say why, show. */
@@ -504,6 +505,8 @@ def _app_row(app: Mapping[str, Any]) -> Tag:
     if repository:
         where = f"{repository} \N{MIDDLE DOT} {where}"
     state_cell: list[Any] = [tags.span(class_=f"state {state}")(state)]
+    if app.get("paused"):
+        state_cell.append(tags.div(class_="muted")(_paused(app["paused"], app.get("held"))))
     job = app.get("running") if state == "deploying" else app.get("pending")
     if job is not None:
         state_cell.append(
@@ -543,12 +546,31 @@ def _legend(present: set[str]) -> Tag:
 
 
 def state_of(status: Mapping[str, Any]) -> str:
-    """``idle``, ``deploying`` (a deploy runs) or ``pending`` (one waits to start)."""
+    """
+    ``idle``, ``deploying`` (a deploy runs), ``pending`` (one waits to
+    start) or ``paused`` (automatic deploys are held).
+    """
     if status["busy"]:
         return "deploying"
     if status["pending"] is not None:
         return "pending"
+    if status.get("paused"):
+        return "paused"
     return "idle"
+
+
+def _paused(paused: Mapping[str, Any], held: Mapping[str, Any] | None) -> str:
+    """Why and since when an app is paused, by whom, and what waits for the resume."""
+    said = "paused"
+    if paused.get("reason"):
+        said += f": {paused['reason']}"
+    if paused.get("by"):
+        said += f" (by {paused['by']})"
+    if paused.get("since"):
+        said += f", since {paused['since']}"
+    if held is not None:
+        said += f"; deploy {held['id']} of {str(held.get('target') or 'the remote')[:7]} waits for the resume"
+    return said
 
 
 def last_finished(deploys: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -605,6 +627,10 @@ def _summary(status: Mapping[str, Any]) -> Tag:
             )
         )
     rows.append(("State", tags.span(class_=f"state {state}", id="state")(state)))
+    if status.get("paused"):
+        rows.append(
+            ("Paused", tags.span(id="paused")(_paused(status["paused"], status.get("held"))))
+        )
     running, pending = status.get("running"), status["pending"]
     if running is not None:
         rows.append(("Running", tags.span(id="running")(_job(running, "runs"))))
