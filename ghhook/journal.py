@@ -968,7 +968,12 @@ class Journal:
     @_guarded
     def next_report_due(self) -> float | None:
         """When the next report waiting is due, or None when none waits."""
-        row = self._db.execute("SELECT MIN(due) FROM outbox WHERE state = 'pending'").fetchone()
+        # The first report waiting of each deploy: the later ones wait for it.
+        row = self._db.execute(
+            "SELECT MIN(due) FROM outbox AS o WHERE state = 'pending' AND NOT EXISTS"
+            " (SELECT 1 FROM outbox AS p WHERE p.state = 'pending' AND p.app = o.app"
+            " AND p.deploy = o.deploy AND p.id < o.id)"
+        ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     @_guarded

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import attrs
 from twisted.application.service import Service
@@ -121,11 +122,15 @@ def apprise_notify(url: str, title: str, body: str) -> bool:
 
 
 class Retry(Exception):
-    """Try the report again after ``wait`` seconds (None: the backoff's)."""
+    """
+    Try the report again after ``wait`` seconds (None: the backoff's);
+    ``limited``: the forge rate-limits us, so no report goes to it meanwhile.
+    """
 
-    def __init__(self, why: str, wait: float | None = None) -> None:
+    def __init__(self, why: str, wait: float | None = None, limited: bool = False) -> None:
         super().__init__(why)
         self.wait = wait
+        self.limited = limited
 
 
 class GiveUp(Exception):
@@ -170,6 +175,8 @@ class Outbox(Service):
         self._again = False
         #: Whether the journal's refusal was logged (once until it works again).
         self._journal_down = False
+        #: Forge APIs (scheme and host) that rate-limit us, until when.
+        self._limited: dict[str, float] = {}
 
     # Service
 
@@ -229,7 +236,13 @@ class Outbox(Service):
             for report in due:
                 if not self.running:
                     return
-                await self._one(report)
+                try:
+                    await self._one(report)
+                except JournalError as e:
+                    # Not recorded: sent again, but not before the journal works.
+                    self._journal_failed(e)
+                    self._timer = self._reactor.callLater(BACKOFF_FIRST, self.wake)
+                    return
         if not self.running:
             return
         try:
@@ -251,6 +264,12 @@ class Outbox(Service):
         app, kind = str(report["app"]), str(report["kind"])
         now = self._wall_clock()
         where = f"{kind} of deploy {report['deploy']}"
+        api = _origin(str(report["url"])) if report["target"] == "forge" else None
+        until = self._limited.get(api or "", 0.0)
+        if until > now:
+            # Requests while rate-limited can get a token banned: wait with it.
+            self.journal.report_later(int(report["id"]), until, "the forge rate-limits ghhook")
+            return
         try:
             answer = await self._send(report)
         except CancelledError:
@@ -275,11 +294,10 @@ class Outbox(Service):
                 self._count(app, kind, "failed")
                 return
             wait = e.wait if e.wait is not None else self._backoff(int(report["attempts"]))
-            try:
-                self.journal.report_later(int(report["id"]), now + wait, str(e))
-            except JournalError as error:
-                self._journal_failed(error)
-                return
+            if e.limited and api is not None:
+                self._limited[api] = now + wait
+            self.journal.report_later(int(report["id"]), now + wait, str(e))
+            self._journal_down = False
             if int(report["attempts"]) == 0:
                 # Once per report: a forge that is down does not flood the log.
                 log.warn(
@@ -304,12 +322,9 @@ class Outbox(Service):
     def _record(
         self, report: Mapping[str, Any], state: str, outcome: str, answer: str | None = None
     ) -> None:
-        try:
-            self.journal.report_done(int(report["id"]), state, outcome[:500], answer)
-            self._journal_down = False
-        except JournalError as e:
-            # Not recorded: it is sent again later (at least once, as promised).
-            self._journal_failed(e)
+        """Record how a report went; a JournalError ends the drain (see :meth:`_drain`)."""
+        self.journal.report_done(int(report["id"]), state, outcome[:500], answer)
+        self._journal_down = False
 
     def _count(self, app: str, kind: str, outcome: str) -> None:
         if self._counter is not None:
@@ -353,7 +368,7 @@ class Outbox(Service):
             headers["Accept"] = "application/vnd.github+json"
             headers["X-GitHub-Api-Version"] = "2022-11-28"
         answer = await self._post(url, body, headers)
-        _judge(answer, app.forge)
+        _judge(answer, app.forge, self._wall_clock())
         return answer
 
     async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
@@ -376,7 +391,7 @@ class Outbox(Service):
             if notify.secret is not None:
                 headers[SIGNATURE_HEADER] = sign(body, notify.secret)
             answer = await self._post(notify.url, body, headers)
-            _judge(answer, "the notification's receiver")
+            _judge(answer, "the notification's receiver", self._wall_clock())
             return answer
         assert notify.apprise_url is not None, "a notification has a url or an apprise_url"
         title, text = apprise_text(document)
@@ -396,41 +411,45 @@ class Outbox(Service):
         return None
 
 
-def _judge(answer: Answer, who: str) -> None:
+def _judge(answer: Answer, who: str, now: float) -> None:
     """Raise :class:`Retry` or :class:`GiveUp` unless ``answer`` is a success."""
     if 200 <= answer.code < 300:
         return
     message = _message(answer.body)
     said = f"HTTP {answer.code} from {who}" + (f": {message}" if message else "")
-    wait = _wait(answer)
+    wait = _wait(answer, now)
     limited = answer.code == 429 or (
         answer.code == 403 and (wait is not None or "rate limit" in message.lower())
     )
     if limited:
         if wait is None and "secondary" in message.lower():
             wait = SECONDARY_WAIT
-        raise Retry(said, wait)
+        raise Retry(said, wait, limited=True)
     if answer.code in _FINAL:
         raise GiveUp(said)
     raise Retry(said, wait)
 
 
-def _wait(answer: Answer) -> float | None:
-    """How long the forge asks to wait: ``Retry-After``, or GitHub's rate-limit reset."""
+def _wait(answer: Answer, now: float) -> float | None:
+    """
+    How long the forge asks to wait: ``Retry-After``, or GitHub's rate-limit
+    reset; at least a second (a 0 would resend at once), at most WAIT_MOST.
+    """
     retry_after = answer.headers.get("retry-after")
+    wait: float | None = None
     if retry_after:
         if retry_after.strip().isdigit():
-            return min(WAIT_MOST, float(retry_after.strip()))
-        try:
-            when = email.utils.parsedate_to_datetime(retry_after).timestamp()
-        except (TypeError, ValueError):
-            return None
-        return min(WAIT_MOST, max(0.0, when - time.time()))
-    if answer.headers.get("x-ratelimit-remaining") == "0":
+            wait = float(retry_after.strip())
+        else:
+            try:
+                wait = email.utils.parsedate_to_datetime(retry_after).timestamp() - now
+            except (TypeError, ValueError):
+                return None
+    elif answer.headers.get("x-ratelimit-remaining") == "0":
         reset = answer.headers.get("x-ratelimit-reset", "")
         if reset.isdigit():
-            return min(WAIT_MOST, max(1.0, float(reset) - time.time()))
-    return None
+            wait = float(reset) - now
+    return None if wait is None else min(WAIT_MOST, max(1.0, wait))
 
 
 def _message(body: bytes) -> str:
@@ -454,6 +473,12 @@ def _message(body: bytes) -> str:
     return printable(str(found)[:200]) if found is not None else ""
 
 
+def _origin(url: str) -> str:
+    """A URL's scheme and host: what one forge's rate limit covers."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _answer(answer: Answer | None) -> str | None:
     """What a later report needs from this one's answer: a GitHub deployment's id."""
     if answer is None:
@@ -468,7 +493,7 @@ def _answer(answer: Answer | None) -> str | None:
 
 
 def _failure_words(error: BaseException) -> str:
-    return describe_failure(error)
+    return describe_failure(error).replace(" (is ghhook listening there?)", "")
 
 
 __all__ = ["Answer", "Outbox", "Poster", "ReportCounter", "TreqPoster", "apprise_notify"]
