@@ -23,6 +23,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,6 +72,7 @@ from ghhook.reports import (
 )
 from ghhook.runner import ExecutableNotFound, find_executable
 from ghhook.signature import load_secrets
+from ghhook.watch import compile_glob
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,10 +126,36 @@ class AppSettings:
     restart_pidfile: str | None = None
     health_url: str | None = None
     health_timeout: float = 30.0
+    #: How a push becomes the clone's HEAD: rebase, ff-only or reset.
+    strategy: str = "rebase"
+    #: Globs of the paths whose change releases; empty: every change does.
+    watch: tuple[str, ...] = ()
+    #: The SSH key (and known hosts) git uses for this app's remote.
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+    #: Update the submodules after every change of HEAD.
+    submodules: bool = False
+    #: A head commit saying [skip deploy] or [deploy skip] deploys nothing.
+    skip_ci: bool = False
     #: How the app reports deploys to its forge; None: it does not.
     report: ReportSettings | None = None
     #: The notifications that may tell of the app's deploys.
     notify: tuple[NotifySettings, ...] = ()
+
+    @property
+    def git_env(self) -> Mapping[str, str]:
+        """The environment of the app's git steps: its SSH key, when it has one."""
+        if self.ssh_key is None:
+            return self.env
+        command = ["ssh", "-i", self.ssh_key, "-o", "IdentitiesOnly=yes"]
+        if self.known_hosts is not None:
+            command += [
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                f"UserKnownHostsFile={self.known_hosts}",
+            ]
+        return {**self.env, "GIT_SSH_COMMAND": shlex.join(command)}
 
     @property
     def hook_path(self) -> str:
@@ -240,6 +268,12 @@ APP_KEYS = (
     "health_url",
     "health_timeout",
     "timeout",
+    "strategy",
+    "watch",
+    "ssh_key",
+    "known_hosts",
+    "submodules",
+    "skip_ci",
     "report",
 )
 #: The keys of an app's ``[apps.NAME.report]`` (and ``[defaults.report]``).
@@ -299,6 +333,12 @@ OPTIONS = {
     "health_url": "health-url",
     "health_timeout": "health-timeout",
     "timeout": "timeout",
+    "strategy": "strategy",
+    "watch": "watch",
+    "ssh_key": "ssh-key",
+    "known_hosts": "known-hosts",
+    "submodules": "submodules",
+    "skip_ci": "skip-ci",
     "listen": "listen",
     "admin_listen": "admin-listen",
     "admin_host": "admin-host",
@@ -418,6 +458,9 @@ _TYPES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "notify": ("an array of tables ([[notify]])", _is_tables),
     **{key: ("a string", _is_str) for key in REPORT_KEYS + NOTIFY_KEYS},
     "statuses": ("true or false", _is_bool),
+    "watch": ("a string or a list of strings (globs)", _is_strings),
+    "submodules": ("true or false", _is_bool),
+    "skip_ci": ("true or false", _is_bool),
     "deployments": ("true or false", _is_bool),
     "on": ("a list of results", _is_strings),
     "apps": ("a list of app names", _is_strings),
@@ -644,6 +687,9 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
     restart_signal, restart_pidfile = _restart_signal(place)
     health_url = _health_url(place)
     report = _report(place, host, forge, repository) if "report" in place.given else None
+    strategy = _choice(place, "strategy", STRATEGIES)
+    watch = _watch(place)
+    ssh_key, known_hosts = _ssh(place)
     if repo is not None and gdir is not None and host.git is not None and not host.reloading:
         refusal = git_refusal(host.git, repo, host.env, host.user)
         if refusal is not None:
@@ -680,7 +726,71 @@ def _app(name: str, place: _Place, host: _Host) -> AppSettings | None:
         health_url=health_url,
         health_timeout=health_timeout,
         report=report,
+        strategy=strategy or "rebase",
+        watch=watch,
+        ssh_key=ssh_key,
+        known_hosts=known_hosts,
+        submodules=place.value("submodules", False) is True,
+        skip_ci=place.value("skip_ci", False) is True,
     )
+
+
+#: How a push becomes the clone's HEAD.
+STRATEGIES = ("rebase", "ff-only", "reset")
+#: The keys that are flags of the single-repo options.
+_FLAGS = ("submodules", "skip_ci")
+
+
+def _choice(place: _Place, key: str, choices: Sequence[str]) -> str | None:
+    value = place.value(key)
+    if value is None or value is _BROKEN:
+        return None
+    if value not in choices:
+        place.say(key, f"choose {', '.join(choices)}")
+        return None
+    return str(value)
+
+
+def _watch(place: _Place) -> tuple[str, ...]:
+    """The watched globs, each one checked."""
+    found = []
+    for index, pattern in _items(place, "watch"):
+        try:
+            compile_glob(pattern)
+        except (ValueError, re.error) as e:
+            place.say("watch", f"{pattern!r} is no glob: {e}", index=index)
+            continue
+        found.append(pattern)
+    return tuple(found)
+
+
+def _ssh(place: _Place) -> tuple[str | None, str | None]:
+    """The SSH key git uses (readable by ghhook's user only) and its known hosts."""
+    key, hosts = place.value("ssh_key"), place.value("known_hosts")
+    key_path = hosts_path = None
+    if isinstance(key, str):
+        key_path = place.path(key)
+        try:
+            mode = key_path.stat().st_mode
+        except OSError as e:
+            place.say("ssh_key", f"{key_path}: {e.strerror}")
+            key_path = None
+        else:
+            if mode & 0o077:
+                place.say(
+                    "ssh_key",
+                    f"{key_path} is readable by others than its owner; ssh refuses such a key"
+                    f" (chmod 600 {key_path})",
+                )
+                key_path = None
+    if isinstance(hosts, str):
+        hosts_path = place.path(hosts)
+        if not hosts_path.is_file():
+            place.say("known_hosts", f"{hosts_path} is not a file (ssh-keyscan HOST > FILE)")
+            hosts_path = None
+        elif key is None:
+            place.say("known_hosts", "goes with ssh_key, the key git uses")
+    return (str(key_path) if key_path else None, str(hosts_path) if hosts_path else None)
 
 
 def _report(
@@ -1368,9 +1478,10 @@ def from_options(
     :raises ConfigError: with every problem, in today's option texts.
     """
     given = {
-        key: _Given(options[option])
+        key: _Given(bool(options[option]) if key in _FLAGS else options[option])
         for option, key in KEY_OF_OPTION.items()
-        if options.get(option) not in (None, [], ())
+        # A flag left alone is 0: given, it is 1.
+        if options.get(option) not in (None, [], (), 0, False)
     }
     problems = _Problems()
     place = _Place(given, problems, None)

@@ -52,12 +52,20 @@ class GitSteps:
     def git(self, *args: str) -> list[str]:
         return [self.settings.git, *args]
 
+    def _env(self, argv: Sequence[str], env: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """git's steps get the app's SSH key (``ssh_key``); the others as given."""
+        if env is None and argv and argv[0] == self.settings.git and self.settings.ssh_key:
+            return self.settings.git_env
+        return env
+
     async def record(
         self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
     ) -> StepResult:
         """Run a step that belongs in the deploy's record."""
         self.last_step = name
-        return self.keep(await self.deployer.step(self.job, name, argv, env, self.settings))
+        return self.keep(
+            await self.deployer.step(self.job, name, argv, self._env(argv, env), self.settings)
+        )
 
     def keep(self, result: StepResult) -> StepResult:
         self._seq += 1
@@ -78,7 +86,9 @@ class GitSteps:
 
     async def query(self, name: str, argv: Sequence[str]) -> StepResult:
         """Run a read-only git question; not part of the deploy's record."""
-        return await self.deployer.step(self.job, name, argv, settings=self.settings)
+        return await self.deployer.step(
+            self.job, name, argv, self._env(argv, None), settings=self.settings
+        )
 
     async def head(self) -> str:
         result = await self.query("rev-parse", self.git("rev-parse", "--verify", "HEAD"))
@@ -133,20 +143,81 @@ class GitSteps:
             await self.record("abort-rebase", self.git("rebase", "--abort"))
 
     async def pull(self, before: str) -> None:
-        pull = await self.record(
-            "pull",
-            self.git(
-                "pull",
-                "--rebase",
-                "--no-autostash",
-                self.settings.remote,
-                self.settings.branch,
-            ),
+        """Bring the pushed commits into HEAD the app's way (``strategy``), then its submodules."""
+        settings = self.settings
+        if settings.strategy == "reset":
+            await self.fetch_and_reset(before)
+        else:
+            known = await self.remote_head() if settings.strategy == "ff-only" else None
+            mode = (
+                ["--ff-only"] if settings.strategy == "ff-only" else ["--rebase", "--no-autostash"]
+            )
+            pull = await self.record(
+                "pull", self.git("pull", *mode, settings.remote, settings.branch)
+            )
+            if not pull.ok:
+                await self.restore(before, lock_left=pull.timed_out or pull.signal is not None)
+                if settings.strategy == "ff-only" and pull.exit_code is not None:
+                    self.fail("pull", await self.why_not_fast_forward(known))
+                raise StepFailed(pull)
+        await self.update_submodules(before)
+
+    async def why_not_fast_forward(self, known: str | None) -> str:
+        """Why ``git pull --ff-only`` refused: a force-push, or commits of the clone's own."""
+        remote = f"{self.settings.remote}/{self.settings.branch}"
+        now = await self.remote_head()
+        if known is not None and now is not None and known != now:
+            moved = await self.query(
+                "merge-base", self.git("merge-base", "--is-ancestor", known, now)
+            )
+            if moved.exit_code == 1:
+                return (
+                    f"{remote} was rewritten (a force-push): it no longer holds {known[:7]};"
+                    " with strategy ff-only that fails the deploy (strategy reset follows it)"
+                )
+        return (
+            f"the clone has commits of its own that {remote} does not have, so it cannot"
+            " fast-forward; with strategy ff-only that fails the deploy"
         )
-        if pull.ok:
+
+    async def fetch_and_reset(self, before: str) -> None:
+        """
+        strategy reset: the remote is the truth. Commits only the clone had
+        are kept reachable under ``refs/ghhook/discarded/<time>`` and logged.
+        """
+        settings = self.settings
+        remote = f"refs/remotes/{settings.remote}/{settings.branch}"
+        await self.must(
+            "fetch",
+            self.git("fetch", settings.remote, f"+refs/heads/{settings.branch}:{remote}"),
+        )
+        own = await self.query(
+            "rev-list", self.git("rev-list", "--max-count=20", f"{remote}..HEAD")
+        )
+        discarded = own.output.split() if own.ok else []
+        if discarded:
+            ref = f"refs/ghhook/discarded/{int(self.deployer._wall_clock())}"
+            await self.must("keep-discarded", self.git("update-ref", ref, before))
+            self.deployer.log.warn(
+                "deploy {deploy}: strategy reset discards {count} commit(s) only the clone"
+                " had ({shas}); they stay reachable as {ref}",
+                deploy=self.job.id,
+                count=len(discarded),
+                shas=", ".join(sha[:7] for sha in discarded[:5]),
+                ref=ref,
+            )
+        await self.must("reset", self.git("reset", "--hard", remote))
+
+    async def update_submodules(self, before: str) -> None:
+        """``submodules = true``: bring them to what HEAD records; a failure puts HEAD back."""
+        if not self.settings.submodules:
             return
-        await self.restore(before, lock_left=pull.timed_out or pull.signal is not None)
-        raise StepFailed(pull)
+        result = await self.record(
+            "submodules", self.git("submodule", "update", "--init", "--recursive")
+        )
+        if not result.ok:
+            await self.restore(before, lock_left=result.timed_out or result.signal is not None)
+            raise StepFailed(result)
 
     async def restore(self, before: str, lock_left: bool) -> None:
         """Put HEAD and the work tree back as they were before the pull."""

@@ -98,6 +98,22 @@ class Options(usage.Options):
         ],
         ["github-repo", None, None, "The old name of --repository."],
         [
+            "strategy",
+            None,
+            None,
+            "How a push becomes the clone's HEAD: rebase (git pull --rebase), ff-only"
+            " (git pull --ff-only: a force-push fails the deploy) or reset (git fetch, then"
+            " git reset --hard: the remote is the truth; local commits are discarded and"
+            " kept under refs/ghhook/discarded/). [default: rebase]",
+        ],
+        ["ssh-key", None, None, "The SSH key git uses for the remote (mode 600)."],
+        [
+            "known-hosts",
+            None,
+            None,
+            "The known_hosts file --ssh-key's host is checked against (strictly).",
+        ],
+        [
             "restart-cmd",
             None,
             None,
@@ -186,12 +202,26 @@ class Options(usage.Options):
         ],
     ]
 
+    optFlags: list[list[Any]] = [
+        ["submodules", None, "Update the clone's submodules after every change of HEAD."],
+        [
+            "skip-ci",
+            None,
+            "A push whose head commit says [skip deploy] or [deploy skip] deploys nothing.",
+        ],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["admin-listen"] = []
         self["admin-host"] = []
         self["build-cmd"] = []
+        self["watch"] = []
+
+    def opt_watch(self, pattern: str) -> None:
+        """A glob of the paths (gitignore-style, e.g. services/api/**) whose change releases; a pull that changes none of them is recorded skipped. Repeatable."""
+        self["watch"].append(pattern)
 
     def opt_admin_host(self, name: str) -> None:
         """A host name or address the admin listener answers besides loopback ones (its Host header is checked against DNS rebinding). Repeatable."""
@@ -228,7 +258,7 @@ class Options(usage.Options):
             return from_options(self, environ, self.twistd())
         if self["repo"] is not None:
             raise ConfigError(["give --config FILE or --repo PATH, not both"])
-        given = [option for option in self.ghhook_options() if self[option] not in (None, [])]
+        given = [option for option in self.ghhook_options() if self[option] not in (None, [], 0)]
         if given:
             raise ConfigError([_belongs_in_the_file(option) for option in given])
         return load_file(self["config"], environ, self.twistd())
