@@ -26,6 +26,7 @@ body.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -119,6 +120,7 @@ def deploy_document(row: dict[str, Any]) -> dict[str, Any]:
         "subject": row.get("subject"),
         "author": row.get("author"),
         "requested_by": row.get("requested_by"),
+        "changed": json.loads(row["changed"]) if row.get("changed") else None,
         "steps": [step_document(step) for step in row.get("steps", ())],
     }
 

@@ -16,6 +16,7 @@ from ghhook.gitrepo import current_branch
 from ghhook.gitsteps import GitSteps, StepFailed
 from ghhook.results import Result
 from ghhook.runner import StepResult
+from ghhook.watch import SHOWN, pathspecs
 
 if TYPE_CHECKING:
     from ghhook.deployer import Deployer, Job
@@ -79,6 +80,8 @@ class Cycle(GitSteps):
         self.running: str | None = None
         #: A commit this deploy rolled back; the journal keeps it from coming back.
         self.rolled_back: str | None = None
+        #: The watched paths the deploy's change touched (``watch``), the first 50.
+        self.changed: list[str] | None = None
 
     async def run(self) -> tuple[Result, str]:
         """Pull, then release if HEAD is not what was last deployed."""
@@ -122,10 +125,53 @@ class Cycle(GitSteps):
             await self.head()
             await self.describe(deployed)
             return Result.UNCHANGED, deployed
+        if self.settings.watch and not self.job.force:
+            changed = await self.watched_changes(deployed, after)
+            if changed is not None and not changed:
+                self.deployer.log.info(
+                    "{sha}: none of the watched paths changed since {deployed}; skipped",
+                    sha=after,
+                    deployed=deployed,
+                    deploy=self.job.id,
+                )
+                self.running = after
+                return Result.SKIPPED, after
         self.new = after
         await self.release(deployed, after)
         self.running = after
         return Result.DEPLOYED, after
+
+    async def watched_changes(self, deployed: str, after: str) -> list[str] | None:
+        """
+        The watched paths the net change from ``deployed`` to ``after``
+        touches (kept with the deploy, the first 50); None when git cannot
+        say, and then the release goes ahead.
+        """
+        # git matches every changed path (however many) against the globs.
+        result = await self.query(
+            "changed-files",
+            self.git(
+                "-c",
+                "core.quotePath=off",
+                "diff",
+                "--name-only",
+                "--no-renames",
+                deployed,
+                after,
+                "--",
+                *pathspecs(self.settings.watch),
+            ),
+        )
+        if not result.ok:
+            self.deployer.log.warn(
+                "deploy {deploy}: git cannot list what changed since {deployed}; releasing",
+                deploy=self.job.id,
+                deployed=deployed,
+            )
+            return None
+        found = [path for path in result.output.splitlines() if path]
+        self.changed = found[:SHOWN]
+        return found
 
     async def roll_back_to(self, deployed: str, target: str) -> tuple[Result, str]:
         """
@@ -134,6 +180,7 @@ class Cycle(GitSteps):
         is put back as after any failed release.
         """
         await self.must("reset", self.git("reset", "--hard", target))
+        await self.update_submodules(deployed)
         after = await self.head()
         await self.describe(after)
         self.new = after
@@ -181,6 +228,10 @@ class Cycle(GitSteps):
         env = self.release_env(new, old, rollback=True)
         try:
             await self.must("rollback-reset", self.git("reset", "--hard", old))
+            if self.settings.submodules:
+                await self.must(
+                    "rollback-submodules", self.git("submodule", "update", "--init", "--recursive")
+                )
             await self.head()
             for argv in self.settings.builds:
                 await self.must("rollback-build", argv, env)

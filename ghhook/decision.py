@@ -94,11 +94,29 @@ def undeployable(push: Push) -> Ignore | None:
     return None
 
 
+#: What a head commit's message says to have it not deployed (``skip_ci``).
+SKIP_MARKERS = ("[skip deploy]", "[deploy skip]")
+
+
+def asks_to_skip(push: Push) -> bool:
+    """Whether the push's head commit message says [skip deploy] or [deploy skip]."""
+    message = (push.message or "").lower()
+    return any(marker in message for marker in SKIP_MARKERS)
+
+
+def skip_ci_refusal(push: Push, target: object) -> Ignore | None:
+    """Why an app with ``skip_ci`` does not take a push that asks to be skipped."""
+    if getattr(target, "skip_ci", False) and asks_to_skip(push):
+        return Ignore("the head commit says [skip deploy]; skip_ci is on")
+    return None
+
+
 def match(push: Push, target: Target) -> Ignore | None:
     """
     Why ``target`` does not take ``push``, or None when it does. The
     repository is compared case-insensitively, as GitHub treats it; a
-    target without one takes pushes from any repository.
+    target without one takes pushes from any repository. An app with
+    ``skip_ci`` does not take a push whose head commit asks to be skipped.
     """
     if target.repository is not None and (
         push.repository is None or push.repository.lower() != target.repository.lower()
@@ -106,7 +124,7 @@ def match(push: Push, target: Target) -> Ignore | None:
         return Ignore(f"push to repository {push.repository!r}, not {target.repository!r}")
     if push.branch != target.branch:
         return Ignore(f"push to branch {push.branch!r}; only {target.branch!r} deploys")
-    return None
+    return skip_ci_refusal(push, target)
 
 
 def decide(event: str, payload: dict[str, Any], tracked: Target) -> Decision:

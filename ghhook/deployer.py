@@ -251,6 +251,8 @@ class Outcome:
     state: Mapping[str, str] = attrs.field(factory=dict)
     #: The reports its end makes (statuses, notifications), for the outbox.
     reports: tuple[Call, ...] = ()
+    #: The watched paths its change touched (``watch``), the first 50.
+    changed: tuple[str, ...] | None = None
 
 
 #: Deploys no operator asked for: held while the app is paused.
@@ -748,6 +750,7 @@ class Deployer:
                     author=outcome.author,
                     state=dict(outcome.state),
                     reports=outcome.reports,
+                    changed=outcome.changed,
                 )
             except JournalError as e:
                 # _retry stays set (fired or pending) until the outcomes are in:
@@ -995,6 +998,7 @@ class Deployer:
             author,
             {**written, **state},
             tuple(closing),
+            tuple(cycle.changed) if cycle.changed is not None else None,
         )
 
     def _told(self, reporting: Reporting) -> dict[str, str]:

@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     finished REAL,
     subject TEXT,
     author TEXT,
-    requested_by TEXT
+    requested_by TEXT,
+    changed TEXT
 )"""
 #: The state table, keyed by app and key.
 _STATE = """
@@ -360,9 +361,12 @@ class Journal:
                 upgraded = self._upgrade_v0(upgrade_app)
             for statement in _SCHEMA:
                 db.execute(statement)
-            if "requested_by" not in _columns(db, "deploys"):
-                # Version 1's deploys gain who asked for a manual deploy or a rollback.
-                db.execute("ALTER TABLE deploys ADD COLUMN requested_by TEXT")
+            have = _columns(db, "deploys")
+            # Version 1's deploys gain who asked for a manual deploy or a
+            # rollback, and the watched paths a deploy changed.
+            for column in ("requested_by", "changed"):
+                if column not in have:
+                    db.execute(f"ALTER TABLE deploys ADD COLUMN {column} TEXT")
             if version != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -736,6 +740,7 @@ class Journal:
         author: str | None = None,
         state: Mapping[str, str] | None = None,
         reports: Sequence[Call] = (),
+        changed: Sequence[str] | None = None,
     ) -> None:
         """
         Record how a deploy ended and, in the same transaction, the ``state``
@@ -751,8 +756,19 @@ class Journal:
             self._write(
                 "UPDATE deploys SET result = ?, sha = coalesce(?, sha, target),"
                 " finished = ?, failed_step = ?, error = ?,"
-                " subject = coalesce(?, subject), author = coalesce(?, author) WHERE id = ?",
-                (value, sha, finished, failed_step, error, subject, author, deploy),
+                " subject = coalesce(?, subject), author = coalesce(?, author),"
+                " changed = ? WHERE id = ?",
+                (
+                    value,
+                    sha,
+                    finished,
+                    failed_step,
+                    error,
+                    subject,
+                    author,
+                    json.dumps(list(changed)) if changed is not None else None,
+                    deploy,
+                ),
             )
             for key, state_value in (state or {}).items():
                 self._put(app, key, state_value)
@@ -1151,6 +1167,7 @@ class AppJournal:
         author: str | None = None,
         state: Mapping[str, str] | None = None,
         reports: Sequence[Call] = (),
+        changed: Sequence[str] | None = None,
     ) -> None:
         self.journal.finish_deploy(
             deploy,
@@ -1164,6 +1181,7 @@ class AppJournal:
             author=author,
             state=state,
             reports=reports,
+            changed=changed,
         )
 
     def cancel_deploy(self, deploy: int, finished: float, why: str) -> None:

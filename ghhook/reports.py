@@ -164,6 +164,8 @@ def outcome_words(ending: Ending) -> str:
         return f"deployed {sha} in {ending.duration:.0f} s"
     if ending.result is Result.UNCHANGED:
         return f"{sha} is deployed already"
+    if ending.result is Result.SKIPPED:
+        return f"{sha}: no watched path changed; nothing to release"
     if ending.result is Result.ROLLED_BACK:
         return f"{what} failed; rolled back to {short(ending.previous)}"
     if ending.result is Result.TIMEOUT:
@@ -358,7 +360,7 @@ def finished(
     calls: list[Call] = []
     report = reporting.report
     words = outcome_words(ending)
-    good = ending.result in (Result.DEPLOYED, Result.UNCHANGED)
+    good = ending.result in (Result.DEPLOYED, Result.UNCHANGED, Result.SKIPPED)
     if report is not None and reporting.repository is not None and pending is not None:
         link = deploy_link(report, reporting.app, ending.deploy)
         shas = [pending] + ([ending.sha] if ending.sha and ending.sha != pending and good else [])

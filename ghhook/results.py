@@ -21,6 +21,8 @@ class Result(str, enum.Enum):
     INTERRUPTED = "interrupted"
     #: The app was removed from the configuration before the deploy ran.
     CANCELLED = "cancelled"
+    #: HEAD moved, but none of the app's watched paths changed: no release.
+    SKIPPED = "skipped"
 
     def __str__(self) -> str:
         return self.value

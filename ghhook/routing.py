@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ghhook.decision import match
+from ghhook.decision import match, skip_ci_refusal
 from ghhook.delivery import Push
 
 if TYPE_CHECKING:  # the settings module pulls in Twisted; routing does not need it
@@ -81,7 +81,10 @@ class RouteTable:
             return Routed((app.name,)) if refused is None else Routed((), refused.reason)
         found = self._lookup(self._targets.get(secret, {}), push)
         if found:
-            return Routed(tuple(self.apps[index].name for index in found))
+            taking = [i for i in found if skip_ci_refusal(push, self.apps[i]) is None]
+            if not taking:
+                return Routed((), "the head commit says [skip deploy]; skip_ci is on")
+            return Routed(tuple(self.apps[index].name for index in taking))
         others = self._lookup(self._any_secret, push)
         hint = None
         if others:

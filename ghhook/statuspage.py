@@ -48,6 +48,7 @@ _RESULT_CLASSES = {
     "rolled_back": "back",
     "interrupted": "stopped",
     "cancelled": "gone",
+    "skipped": "same",
     "running": "busy",
     "queued": "wait",
 }
@@ -61,6 +62,7 @@ RESULT_MEANINGS = {
     "rolled_back": "a release step failed and the previous commit runs again",
     "interrupted": "ghhook was stopped or killed during this deploy; the next start catches up",
     "cancelled": "the app was removed from the configuration before this deploy ran",
+    "skipped": "none of the app's watched paths changed: HEAD moved, nothing was released",
     "running": "running now",
     "queued": "waiting to start",
 }

@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-#: Changed files kept and shown per deploy.
+#: Changed files kept and shown per deploy (git's list is cut to a step's
+#: kept output, its last 40 lines, before that).
 SHOWN = 50
 
 
@@ -85,9 +86,29 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     return re.compile(f"{regex}{suffix}", re.DOTALL)
 
 
+def pathspecs(patterns: Sequence[str]) -> list[str]:
+    """
+    The globs as git pathspecs (``:(glob)`` magic), so that git matches
+    every changed path itself, with the rules above: a pattern without a
+    ``/`` matches at any depth, and one naming a directory matches below it.
+    """
+    specs: list[str] = []
+    for pattern in patterns:
+        text = pattern.strip()
+        directory = text.endswith("/")
+        anchored = text.startswith("/") or "/" in text.rstrip("/")
+        text = text.strip("/")
+        if not anchored:
+            text = f"**/{text}"
+        specs.append(f":(glob){text}/**")
+        if not directory:
+            specs.append(f":(glob){text}")
+    return specs
+
+
 def matching(paths: Iterable[str], patterns: Sequence[re.Pattern[str]]) -> list[str]:
     """The paths that any of ``patterns`` matches, in the order given."""
     return [path for path in paths if any(p.fullmatch(path) for p in patterns)]
 
 
-__all__ = ["SHOWN", "compile_glob", "matching"]
+__all__ = ["SHOWN", "compile_glob", "matching", "pathspecs"]

@@ -420,6 +420,7 @@ def test_an_app_document_in_json(client: Client) -> None:
         "subject": "Fix the <b>login</b>",
         "author": "Ann",
         "requested_by": None,
+        "changed": None,
         "steps": [
             {
                 "name": "pull",
