@@ -1,6 +1,6 @@
-"""``python -m ghhook COMMAND``: the commands live in :mod:`ghhook.send`."""
+"""``python -m ghhook COMMAND``: the same commands as the ``ghhook`` console script (:mod:`ghhook.cli`)."""
 
-from ghhook.send import main
+from ghhook.cli import main
 
 if __name__ == "__main__":
     main()
