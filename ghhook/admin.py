@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 
 from klein import Klein
 from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
@@ -43,6 +45,8 @@ from ghhook.deployer import DEPLOYED, Deployer, Job, Pause
 from ghhook.engines import Engines
 from ghhook.isotime import iso_time
 from ghhook.journal import AppJournal, Journal, JournalError
+from ghhook.live import LiveDeploys
+from ghhook.logstream import render_log
 from ghhook.metrics import CONTENT_TYPE, Metrics
 from ghhook.statuspage import (
     render_deploy_not_found,
@@ -459,8 +463,11 @@ class Admin:
         metrics: Metrics,
         hosts: Sequence[str] = (),
         config_error: Callable[[], str | None] = lambda: None,
+        live: LiveDeploys | None = None,
     ) -> None:
         self.engines = engines
+        #: The running deploys' output; without one (tests), only the journal's.
+        self.live = live if live is not None else LiveDeploys(Clock())
         self.journal = journal
         self.metrics = metrics
         self.hosts = tuple(admin_host(host) for host in hosts)
@@ -471,6 +478,7 @@ class Admin:
             ("/status", self.status),
             ("/apps/<name>", self.app_status),
             ("/apps/<name>/deploys/<deploy>", self.deploy_status),
+            ("/apps/<name>/deploys/<deploy>/log", self.deploy_log),
             ("/metrics", self.prometheus),
             ("/healthz", self.healthz),
         ):
@@ -544,6 +552,29 @@ class Admin:
             page = render_deploy_page(name, document, deployer.journal.health())
             return _page(request, 200, page)
         return json_body(request, 200, document)
+
+    def deploy_log(self, request: IRequest, name: str, deploy: str) -> bytes | Deferred[None]:
+        """
+        A deploy's output: streamed while it runs (text, or Server-Sent
+        Events by Accept), the journal's kept output once it has ended.
+        """
+        _no_store(request)
+        deployer = self.engines.get(name)
+        if deployer is None:
+            return json_body(request, 404, {"error": _NO_APP})
+        number = deploy_id(deploy)
+        if number is None:
+            return json_body(request, 404, {"error": "deploy ids are positive integers"})
+        try:
+            row = find_deploy(deployer.journal, number)
+        except JournalError as e:
+            if self.live.get(name, number) is None:
+                return json_body(request, 503, {"error": f"the journal cannot be read: {e}"})
+            row = None
+        if row is None and self.live.get(name, number) is None:
+            return json_body(request, 404, {"error": _NO_DEPLOY})
+        follow = request.args.get(b"follow", [b"1"])[-1] != b"0"
+        return render_log(request, self.live, name, number, row, follow)
 
     def prometheus(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode("ascii"))

@@ -23,6 +23,7 @@ from ghhook.engines import Engines, Slots
 from ghhook.frontdoor import QuietAccept, Tally
 from ghhook.health import HealthCheck
 from ghhook.journal import Journal, JournalError
+from ghhook.live import LiveDeploys
 from ghhook.metrics import Metrics
 from ghhook.outbox import Outbox
 from ghhook.runner import ProcessRunner, StepResult
@@ -52,6 +53,7 @@ def build_service(
     metrics = Metrics()
     runner = ProcessRunner(reactor)
     health = HealthCheck(reactor)
+    live = LiveDeploys(reactor)
 
     def make(app: AppSettings, slots: Slots) -> Deployer:
         return Deployer(
@@ -62,6 +64,7 @@ def build_service(
             listeners=[metrics.for_app(app.name)],
             health=health,
             slots=slots,
+            live=live,
         )
 
     engines = Engines(settings, make)
@@ -129,6 +132,7 @@ def build_service(
         metrics,
         hosts=settings.admin_hosts,
         config_error=lambda: top.config_error,
+        live=live,
     )
     admin_site = make_site(
         admin.resource(),

@@ -47,6 +47,7 @@ from ghhook.cycle import (
 from ghhook.decision import Ignore
 from ghhook.escape import printable
 from ghhook.journal import AppJournal, Journal, JournalError
+from ghhook.live import LiveDeploys
 from ghhook.reports import Call, Reporting
 from ghhook.results import Result
 from ghhook.runner import StepResult
@@ -72,6 +73,7 @@ class Runner(Protocol):
         timeout: float,
         fields: Mapping[str, Any] | None = None,
         on_start: Callable[[int], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> Deferred[StepResult]: ...
 
     def interrupt(self, grace: float) -> Deferred[None]: ...
@@ -319,6 +321,7 @@ class Deployer:
         health: Health | None = None,
         retry_interval: float = RETRY_INTERVAL,
         slots: Slots | None = None,
+        live: LiveDeploys | None = None,
     ) -> None:
         #: The app's settings; a reload may replace them, and a cycle keeps
         #: the ones it started with.
@@ -357,6 +360,9 @@ class Deployer:
         self._catch_up_failed = False
         #: Told once no cycle runs and every outcome is in the journal.
         self._settled: list[Deferred[None]] = []
+        #: Where followers read a running deploy's output (``ghhook logs -f``).
+        self.live = live
+        self._live_key: tuple[str, int] | None = None
 
     @property
     def name(self) -> str:
@@ -724,6 +730,9 @@ class Deployer:
         self._cycle = None
         self._cycle_settings = None
         self._release_slot()
+        if self.live is not None and self._live_key is not None:
+            self.live.finish(*self._live_key, str(outcome.result))
+            self._live_key = None
         try:
             self._unwritten.append(outcome)
             self._write_outcomes()
@@ -918,6 +927,9 @@ class Deployer:
         opening = reports.started(reporting, job.id, job.target)
         self.keep(job, "its start", lambda: self.journal.start_deploy(job.id, started, opening))
         self.listeners.tell("deploy_started")
+        if self.live is not None:
+            self._live_key = (self.settings.name, job.id)
+            self.live.start(*self._live_key)
         cycle = Cycle(self, job)
         self.log.info(
             "deploy {deploy} started: {what}",
@@ -1031,8 +1043,12 @@ class Deployer:
                 job, "its step's process group", lambda: self.journal.put(STEP_GROUP, str(pid))
             )
 
-        result = await self.observe(
-            lambda: self._runner.run(
+        live = self.live.get(settings.name, job.id) if self.live is not None else None
+
+        def start() -> Deferred[StepResult]:
+            if live is not None:
+                live.step_started(argv)
+            running = self._runner.run(
                 name,
                 argv,
                 cwd=settings.repo,
@@ -1040,8 +1056,18 @@ class Deployer:
                 timeout=settings.timeout,
                 fields={"app": settings.name, "deploy": job.id, "delivery": job.delivery},
                 on_start=started,
+                on_line=live.add if live is not None else None,
             )
-        )
+            if live is not None:
+
+                def ended(result: StepResult) -> StepResult:
+                    live.step_ended(result)
+                    return result
+
+                running.addCallback(ended)
+            return running
+
+        result = await self.observe(start)
         self.keep(job, "the end of a step", lambda: self.journal.forget(STEP_GROUP))
         return result
 

@@ -7,6 +7,9 @@ an explicit environment, its first lines logged one by one, the rest counted,
 the last lines kept as a tail, and a deadline on the injected clock: SIGTERM
 to the group, then SIGKILL. Logged lines show control characters escaped
 (:func:`ghhook.escape.printable`); the tail keeps them, for the journal.
+The logged lines, as the log gets them, also go to an ``on_line`` callable
+(a deploy's live output, :mod:`ghhook.live`), then one line that says how
+many were not.
 
 A fast child can be reaped inside ``spawnProcess``: the transport's ``pid``
 is then already ``None``. That is a step like any other; the runner reads the
@@ -50,8 +53,9 @@ KILL_GRACE = 5.0
 PIPE_GRACE = 1.0
 TAIL_LINES = 40
 TAIL_CHARS = 4000
-#: Lines of each step's output that go to the log; later ones are only
-#: counted (a build writing 500 MB once added 810 MB to the log).
+#: Lines of each step's output that go to the log (and to ``on_line``);
+#: later ones are only counted (a build writing 500 MB once added 810 MB to
+#: the log).
 LOG_LINES = 200
 #: A line longer than this without a newline is cut and treated as a line.
 MAX_LINE = 65536
@@ -191,6 +195,7 @@ class StepProtocol(ProcessProtocol):
         name: str,
         clock: IReactorTime,
         fields: Mapping[str, Any],
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.ended: Deferred[tuple[int | None, int | None]] = Deferred()
@@ -211,6 +216,8 @@ class StepProtocol(ProcessProtocol):
         #: None until counting starts; then whether the pipes could be enlarged.
         self._batching: bool | None = None
         self._resume: IDelayedCall | None = None
+        self._on_line = on_line
+        self._on_line_failed = False
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -338,13 +345,33 @@ class StepProtocol(ProcessProtocol):
         self.tail.add(line)
         # Escaped for the log only: an ANSI escape in a build's output
         # must not act on the terminal of whoever reads the log.
+        shown = printable(line)
         log.info(
             "{step}: {line}",
             step=self.name,
-            line=printable(line),
+            line=shown,
             stream="stderr" if fd == 2 else "stdout",
             **self._fields,
         )
+        self._tell(shown)
+
+    def _tell(self, shown: str) -> None:
+        """
+        Give ``on_line`` a line; whatever it raises is logged once per step
+        and goes no further: a live view must never break a deploy.
+        """
+        if self._on_line is None:
+            return
+        try:
+            self._on_line(shown)
+        except Exception:  # noqa: BLE001 - logged once; the step goes on
+            if not self._on_line_failed:
+                self._on_line_failed = True
+                log.failure(
+                    "step {step}: the live output failed; the step goes on",
+                    step=self.name,
+                    **self._fields,
+                )
 
     def _flush(self) -> None:
         """Treat what is left without a newline as last lines; say what was not logged."""
@@ -368,6 +395,10 @@ class StepProtocol(ProcessProtocol):
                 unlogged_size=_size(unlogged_bytes),
                 kept=TAIL_LINES,
                 **self._fields,
+            )
+            self._tell(
+                f"... {self._unlogged_lines:,} more lines ({_size(unlogged_bytes)})"
+                f" not shown live; the last {TAIL_LINES} are kept with the deploy"
             )
 
     def processExited(self, reason: Failure) -> None:
@@ -438,15 +469,20 @@ class ProcessRunner:
         timeout: float,
         fields: Mapping[str, Any] | None = None,
         on_start: Callable[[int], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> Deferred[StepResult]:
         """
         Start ``argv`` (never through a shell) and fire with its result;
         ``on_start`` hears the pid, which is also the step's process group,
         unless the child was reaped before its pid could be read.
+        ``on_line`` hears each line the log gets (stdout and stderr, escaped
+        by :func:`~ghhook.escape.printable`), then, if the output went on past
+        ``LOG_LINES``, one line saying how much was not shown; what it raises
+        is logged once and does not touch the step.
         """
         argv = tuple(argv)
         fields = dict(fields or {})
-        protocol = StepProtocol(name, self._clock, fields)
+        protocol = StepProtocol(name, self._clock, fields, on_line)
         started = self._wall_clock()
         begun = self._clock.seconds()
         log.info("step {step} started: {argv}", step=name, argv=list(argv), **fields)

@@ -55,6 +55,7 @@ class FakeRunner:
         timeout: float,
         fields: Mapping[str, Any] | None = None,
         on_start: Any = None,
+        on_line: Any = None,
     ) -> Deferred[StepResult]:
         assert self.outstanding is None, f"{name} started while {self.outstanding.name} runs"
         argv = tuple(argv)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -164,3 +165,76 @@ def test_a_forced_deploy_restarts_an_unchanged_head(site: tuple[Daemon, GitFixtu
     )
     assert daemon.status("site")["deploys"][0]["id"] == answer["deploy"]
     assert len(restarts(git)) == len(before) + 1
+
+
+def test_logs_follow_shows_a_slow_builds_lines_before_it_ends(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    git = GitFixture.create(tmp_path / "site")
+    workdir = tmp_path / "daemon"
+    workdir.mkdir()
+    gate = tmp_path / "site" / "go"
+    # The build says a line, then waits (at most 30 s) for the test to let it end.
+    build = (
+        "echo building step one; i=0;"
+        f" while [ ! -e {gate} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done;"
+        " echo building step two"
+    )
+    config = (
+        '[defaults]\nsecret_file = "{secret_file}"\ntimeout = 60\n\n'
+        f'[apps.site]\nrepo = "{git.clone}"\nrepository = "me/site"\n'
+        f"build = [{json.dumps(['sh', '-c', build])}]\n"
+        'restart = ["true"]\n'
+    )
+    daemon = Daemon(workdir, None, config=config).start()
+    try:
+        eventually(lambda: daemon.overview()["apps"][0]["last"] is not None, what="the catch-up")
+        sha = git.commit("app.txt", "slow\n", "slow build")
+        git.push()
+        code, answer = daemon.push(sha, repository="me/site")
+        assert code == 202, answer
+        deploy = answer["deploys"][0]["deploy"]
+        eventually(lambda: daemon.overview()["apps"][0]["busy"], what="the deploy running")
+        follower = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ghhook",
+                "logs",
+                "site",
+                str(deploy),
+                "-f",
+                "--admin",
+                daemon.admin_url,
+            ],
+            cwd=ROOT,
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            seen: list[str] = []
+            # Read in a thread: a blocking readline must not outlast the bounded wait.
+            reader = threading.Thread(
+                target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True
+            )
+            reader.start()
+            eventually(
+                lambda: any("building step one" in line for line in list(seen)),
+                what=f"the build's first line, live; got {seen}",
+            )
+            assert daemon.overview()["apps"][0]["busy"], "shown before the build ended"
+            gate.touch()
+            assert follower.wait(timeout=60) == 0
+            reader.join(timeout=10)
+            assert any("building step two" in line for line in seen)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait(timeout=10)
+        eventually(
+            lambda: daemon.status("site")["deploys"][0]["result"] == "deployed",
+            what="the deploy's end",
+        )
+    finally:
+        daemon.stop()
