@@ -160,6 +160,10 @@ class GitSteps:
                 if settings.strategy == "ff-only" and pull.exit_code is not None:
                     self.fail("pull", await self.why_not_fast_forward(known))
                 raise StepFailed(pull)
+            if settings.strategy == "ff-only" and await self.head() != await self.remote_head():
+                # Rewound to an ancestor: "Already up to date", yet the remote no
+                # longer holds what runs. ff-only does not follow a force-push.
+                self.fail("pull", await self.why_not_fast_forward(known))
         await self.update_submodules(before)
 
     async def why_not_fast_forward(self, known: str | None) -> str:
@@ -196,7 +200,7 @@ class GitSteps:
         )
         discarded = own.output.split() if own.ok else []
         if discarded:
-            ref = f"refs/ghhook/discarded/{int(self.deployer._wall_clock())}"
+            ref = f"refs/ghhook/discarded/{int(self.deployer._wall_clock())}-{self.job.id}"
             await self.must("keep-discarded", self.git("update-ref", ref, before))
             self.deployer.log.warn(
                 "deploy {deploy}: strategy reset discards {count} commit(s) only the clone"
@@ -236,4 +240,6 @@ class GitSteps:
     def fail(self, name: str, why: str) -> NoReturn:
         """Record a step that failed before anything could be run."""
         now = self.deployer._wall_clock()
-        raise StepFailed(self.keep(StepResult(name, (), None, None, False, now, 0.0, why)))
+        raise StepFailed(
+            self.keep(StepResult(name, (), None, None, False, now, 0.0, why, refused=True))
+        )

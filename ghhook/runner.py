@@ -114,13 +114,17 @@ class StepResult:
     started: float
     duration: float
     output: str
+    #: ghhook refused to go on, without running anything (the output says why).
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.refused
 
     def describe(self) -> str:
         """One sentence for the journal and the log."""
+        if self.refused:
+            return f"{self.name} refused"
         if self.timed_out:
             return f"{self.name} timed out after {self.duration:.1f} s"
         if self.signal is not None:

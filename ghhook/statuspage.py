@@ -343,6 +343,12 @@ def render_deploy_page(
             tags.h1(f"ghhook: {name}: deploy {deploy['id']} ", _badge(result)),
             _deploy_summary(name, deploy),
             tags.h2("Steps"),
+            tags.p(class_="muted", id="log-link")(
+                tags.a(href=f"{_app_link(name)}/deploys/{deploy['id']}/log", id="log")(
+                    "The whole output as text"
+                ),
+                ", streamed live while the deploy runs (ghhook logs -f).",
+            ),
             _deploy_steps(deploy),
             _deploy_reports(deploy.get("reports")),
             tags.p(class_="muted", id="footer")(

@@ -24,6 +24,52 @@ from collections.abc import Iterable, Sequence
 SHOWN = 50
 
 
+#: The POSIX classes git's globs know, as regular expression ranges.
+_POSIX = {
+    "alnum": "a-zA-Z0-9",
+    "alpha": "a-zA-Z",
+    "blank": " \\t",
+    "digit": "0-9",
+    "lower": "a-z",
+    "space": " \\t\\n\\r\\f\\v",
+    "upper": "A-Z",
+    "xdigit": "0-9a-fA-F",
+    "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+}
+
+
+def _class(pattern: str, start: int) -> tuple[str, int] | None:
+    """
+    The bracket expression at ``start`` as a regex class, and the index of
+    its closing ``]``; None when it is not closed (then ``[`` is literal).
+    """
+    i = start + 1
+    negate = i < len(pattern) and pattern[i] in "!^"
+    if negate:
+        i += 1
+    parts: list[str] = []
+    first = True
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "]" and not first:
+            body = "".join(parts)
+            return (f"[^{body}]" if negate else f"[{body}]"), i
+        first = False
+        if pattern.startswith("[:", i):
+            end = pattern.find(":]", i + 2)
+            name = pattern[i + 2 : end] if end >= 0 else ""
+            if name in _POSIX:
+                parts.append(_POSIX[name])
+                i = end + 2
+                continue
+        if char == "\\" and i + 1 < len(pattern):
+            i += 1
+            char = pattern[i]
+        parts.append("\\" + char if char in "\\]^[-" and not (char == "-" and parts) else char)
+        i += 1
+    return None
+
+
 def _segment(pattern: str) -> str:
     """One path segment's glob as a regular expression (no ``/`` in it)."""
     out = []
@@ -35,15 +81,13 @@ def _segment(pattern: str) -> str:
         elif char == "?":
             out.append("[^/]")
         elif char == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
-            if end < 0:
+            found = _class(pattern, i)
+            if found is None:
                 out.append(re.escape(char))
             else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
-                i = end
+                regex, i = found
+                # As in git's wildmatch, a class never matches a "/".
+                out.append(f"(?!/){regex}")
         elif char == "\\" and i + 1 < len(pattern):
             i += 1
             out.append(re.escape(pattern[i]))

@@ -130,7 +130,9 @@ def test_reloads_only_while_the_deploy_is_unfinished(result: str) -> None:
 def test_links_are_relative_and_load_nothing() -> None:
     page = render_deploy_page("blog", failed())
     parsed = Elements(page)
-    assert set(parsed.hrefs()) == {"../../blog"}, "the app's page, from /apps/blog/deploys/7"
+    assert set(parsed.hrefs()) == {"../../blog", "../../blog/deploys/7/log"}, (
+        "the app's page and the deploy's log, from /apps/blog/deploys/7"
+    )
     assert "link" not in parsed.names() and "script" not in parsed.names()
     assert not [attrs for _, attrs in parsed.tags if "src" in attrs]
     assert b"http:" not in page and b"https:" not in page and b"//" not in page
@@ -189,7 +191,9 @@ def test_every_field_is_escaped(attack: str) -> None:
     assert attack in parsed.all_text(), "shown to the reader as text"
     for href in parsed.hrefs():
         assert href is not None and href.startswith("../../"), href
-        assert not set(href[6:]) & set(":/\"'<> \\"), "one quoted path segment"
+        app, _, rest = href[6:].partition("/")
+        assert not set(app) & set(":/\"'<> \\"), "one quoted path segment"
+        assert rest in ("", f"deploys/{hostile_deploy(attack)['id']}/log"), href
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
