@@ -275,23 +275,11 @@ class Outbox(Service):
         except CancelledError:
             return  # stopping: it stays pending, and goes at the next start
         except GiveUp as e:
-            self._record(report, "failed", str(e))
-            log.error(
-                "{app}: {what} given up: {why}",
-                app=app,
-                what=where,
-                why=printable(str(e)),
-                kind=kind,
-            )
-            self._count(app, kind, "failed")
+            self._give_up(report, where, str(e))
             return
         except Retry as e:
             if now - float(report["created"]) > GIVE_UP_AFTER:
-                self._record(report, "failed", f"still failing after 24 hours: {e}")
-                log.error(
-                    "{app}: {what} given up after 24 hours: {why}", app=app, what=where, why=str(e)
-                )
-                self._count(app, kind, "failed")
+                self._give_up(report, where, f"still failing after 24 hours: {e}")
                 return
             wait = e.wait if e.wait is not None else self._backoff(int(report["attempts"]))
             if e.limited and api is not None:
@@ -318,6 +306,15 @@ class Outbox(Service):
                 tries=int(report["attempts"]) + 1,
             )
         self._count(app, kind, "sent")
+
+    def _give_up(self, report: Mapping[str, Any], where: str, why: str) -> None:
+        """Record a report given up, and say so once: it is never tried again."""
+        app, kind = str(report["app"]), str(report["kind"])
+        self._record(report, "failed", why)
+        log.error(
+            "{app}: {what} given up: {why}", app=app, what=where, why=printable(why), kind=kind
+        )
+        self._count(app, kind, "failed")
 
     def _record(
         self, report: Mapping[str, Any], state: str, outcome: str, answer: str | None = None

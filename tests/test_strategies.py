@@ -17,47 +17,18 @@ from typing import Any
 import attrs
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
 
 from ghhook.checks import child_environment
 from ghhook.config import AppSettings
 from ghhook.cycle import DEPLOYED
 from ghhook.deployer import Deployer, Submission
 from ghhook.journal import Journal
-from ghhook.runner import ProcessRunner, StepResult
+from ghhook.runner import ProcessRunner
 from tests.gitfixture import GitFixture
 from tests.gitfixture import git as run_git
+from tests.test_engine_git import Finished, reactor
 
 DISCARDED = "refs/ghhook/discarded/"
-
-
-def reactor() -> Any:
-    from twisted.internet import reactor as r
-
-    return r
-
-
-class Finished:
-    """A listener whose ``next()`` fires with the result of the next deploy to finish."""
-
-    def __init__(self) -> None:
-        self._waiting: list[Deferred[str]] = []
-
-    def next(self) -> Deferred[str]:
-        d: Deferred[str] = Deferred()
-        self._waiting.append(d)
-        return d.addTimeout(30, reactor())
-
-    def deploy_started(self) -> None:
-        pass
-
-    def step_finished(self, step: StepResult) -> None:
-        pass
-
-    def deploy_finished(self, result: str, duration: float, finished: float) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(result)
 
 
 @attrs.frozen
