@@ -147,7 +147,14 @@ class Cycle(GitSteps):
         touches (kept with the deploy, the first 50); None when git cannot
         say, and then the release goes ahead.
         """
-        # git matches every changed path (however many) against the globs.
+        # git matches every changed path (however many) against the globs; the
+        # first lines it prints are kept (a step's own record keeps its last).
+        first: list[str] = []
+
+        def keep_first(line: str) -> None:
+            if len(first) < SHOWN:
+                first.append(line)
+
         result = await self.query(
             "changed-files",
             self.git(
@@ -161,6 +168,7 @@ class Cycle(GitSteps):
                 "--",
                 *pathspecs(self.settings.watch),
             ),
+            on_line=keep_first,
         )
         if not result.ok:
             self.deployer.log.warn(
@@ -170,7 +178,7 @@ class Cycle(GitSteps):
             )
             return None
         found = [path for path in result.output.splitlines() if path]
-        self.changed = found[:SHOWN]
+        self.changed = [path for path in first if path][:SHOWN] if first else found[:SHOWN]
         return found
 
     async def roll_back_to(self, deployed: str, target: str) -> tuple[Result, str]:

@@ -257,6 +257,20 @@ class Outcome:
     changed: tuple[str, ...] | None = None
 
 
+def _both(
+    first: Callable[[str], None] | None, second: Callable[[str], None] | None
+) -> Callable[[str], None] | None:
+    """One line callback that tells both (either may be None)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(line: str) -> None:
+        first(line)
+        second(line)
+
+    return both
+
+
 #: Deploys no operator asked for: held while the app is paused.
 AUTOMATIC = ("push", "catch-up")
 
@@ -264,7 +278,12 @@ AUTOMATIC = ("push", "catch-up")
 def reporting_of(settings: AppSettings) -> Reporting:
     """What an app reports, and to whom, as :mod:`ghhook.reports` reads it."""
     return Reporting(
-        settings.name, settings.forge, settings.repository, settings.report, settings.notify
+        settings.name,
+        settings.forge,
+        settings.repository,
+        settings.report,
+        settings.notify,
+        settings.branch,
     )
 
 
@@ -1034,8 +1053,13 @@ class Deployer:
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
         settings: AppSettings | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> StepResult:
-        """Run one process of ``job`` with the settings its cycle started with."""
+        """
+        Run one process of ``job`` with the settings its cycle started with.
+
+        :param on_line: told each line of output the log gets, besides the live view.
+        """
         settings = settings if settings is not None else self.settings
 
         def started(pid: int) -> None:
@@ -1056,7 +1080,7 @@ class Deployer:
                 timeout=settings.timeout,
                 fields={"app": settings.name, "deploy": job.id, "delivery": job.delivery},
                 on_start=started,
-                on_line=live.add if live is not None else None,
+                on_line=_both(live.add if live is not None else None, on_line),
             )
             if live is not None:
 

@@ -9,7 +9,7 @@ run in the clone at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -84,10 +84,12 @@ class GitSteps:
             raise StepFailed(result)
         return result
 
-    async def query(self, name: str, argv: Sequence[str]) -> StepResult:
+    async def query(
+        self, name: str, argv: Sequence[str], on_line: Callable[[str], None] | None = None
+    ) -> StepResult:
         """Run a read-only git question; not part of the deploy's record."""
         return await self.deployer.step(
-            self.job, name, argv, self._env(argv, None), settings=self.settings
+            self.job, name, argv, self._env(argv, None), settings=self.settings, on_line=on_line
         )
 
     async def head(self) -> str:

@@ -264,6 +264,7 @@ class Reporting:
     repository: str | None
     report: ReportSettings | None
     notify: tuple[NotifySettings, ...] = ()
+    branch: str | None = None
 
     @property
     def context(self) -> str:
@@ -410,6 +411,7 @@ def notification(reporting: Reporting, ending: Ending, words: str) -> dict[str, 
         "result": ending.result.value,
         "sha": ending.sha,
         "previous_sha": ending.previous,
+        "branch": reporting.branch,
         "repository": reporting.repository,
         "failed_step": ending.failed_step,
         "error": ending.error,

@@ -19,8 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-#: Changed files kept and shown per deploy (git's list is cut to a step's
-#: kept output, its last 40 lines, before that).
+#: Changed files kept and shown per deploy: the first of git's list.
 SHOWN = 50
 
 

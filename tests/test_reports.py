@@ -583,6 +583,7 @@ def test_a_notifications_body_tells_the_whole_deploy() -> None:
         "result": "rolled_back",
         "sha": SHA,
         "previous_sha": PREVIOUS,
+        "branch": None,
         "repository": "me/blog",
         "failed_step": "health",
         "error": "GET /health: 503",

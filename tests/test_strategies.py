@@ -353,6 +353,21 @@ async def test_a_change_of_a_watched_path_releases_and_one_outside_is_skipped(
     engine.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_change_of_many_watched_paths_keeps_the_first_fifty(git: GitFixture) -> None:
+    engine = await started(git, watch=("src/",))
+    names = [f"src/file{number:03}.py" for number in range(60)]
+    for name in names:
+        (git.work / name).parent.mkdir(parents=True, exist_ok=True)
+        (git.work / name).write_text(f"{name}\n")
+    run_git(git.work, "add", "src")
+    run_git(git.work, "commit", "--quiet", "-m", "sixty files")
+    git.push()
+    assert await engine.deploy(git.head(git.work)) == "deployed"
+    assert changed(engine) == names[:50], "git's first fifty, in its order"
+    engine.close()
+
+
 # -- submodules ---------------------------------------------------------------
 
 FILE_ALLOWED = ("-c", "protocol.file.allow=always")
