@@ -96,8 +96,13 @@ class TreqPoster:
 
         from ghhook.httpclient import whole_answer
 
+        # Never follow a redirect: a token (GitLab's PRIVATE-TOKEN survives
+        # one) must not reach another host, and a 303's GET is no report sent.
         request = self._client.post(
-            url, data=body, headers=Headers({k: [v] for k, v in headers.items()})
+            url,
+            data=body,
+            headers=Headers({k: [v] for k, v in headers.items()}),
+            allow_redirects=False,
         )
 
         async def exchange() -> Answer:
@@ -271,7 +276,13 @@ class Outbox(Service):
             self.journal.report_later(int(report["id"]), until, "the forge rate-limits ghhook")
             return
         try:
-            answer = await self._send(report)
+            try:
+                answer = await self._send(report)
+            except (CancelledError, GiveUp, Retry, JournalError):
+                raise
+            except Exception as e:  # noqa: BLE001 - one report never ends the drain
+                log.failure("{app}: {what} hit an unexpected error", app=app, what=where)
+                raise Retry(f"unexpected error: {type(e).__name__}") from None
         except CancelledError:
             return  # stopping: it stays pending, and goes at the next start
         except GiveUp as e:
@@ -412,6 +423,12 @@ def _judge(answer: Answer, who: str, now: float) -> None:
     """Raise :class:`Retry` or :class:`GiveUp` unless ``answer`` is a success."""
     if 200 <= answer.code < 300:
         return
+    if 300 <= answer.code < 400:
+        where = answer.headers.get("location", "")
+        raise GiveUp(
+            f"HTTP {answer.code} from {who}: a redirect{f' to {_origin(where)}' if where else ''},"
+            " not followed (set the API's URL to where it answers)"
+        )
     message = _message(answer.body)
     said = f"HTTP {answer.code} from {who}" + (f": {message}" if message else "")
     wait = _wait(answer, now)
@@ -432,21 +449,26 @@ def _wait(answer: Answer, now: float) -> float | None:
     How long the forge asks to wait: ``Retry-After``, or GitHub's rate-limit
     reset; at least a second (a 0 would resend at once), at most WAIT_MOST.
     """
-    retry_after = answer.headers.get("retry-after")
+    retry_after = (answer.headers.get("retry-after") or "").strip()
     wait: float | None = None
     if retry_after:
-        if retry_after.strip().isdigit():
-            wait = float(retry_after.strip())
+        if _whole(retry_after):
+            wait = float(retry_after)
         else:
             try:
                 wait = email.utils.parsedate_to_datetime(retry_after).timestamp() - now
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 return None
     elif answer.headers.get("x-ratelimit-remaining") == "0":
-        reset = answer.headers.get("x-ratelimit-reset", "")
-        if reset.isdigit():
+        reset = answer.headers.get("x-ratelimit-reset", "").strip()
+        if _whole(reset):
             wait = float(reset) - now
     return None if wait is None else min(WAIT_MOST, max(1.0, wait))
+
+
+def _whole(text: str) -> bool:
+    """ASCII digits only, and not absurdly many: "²" is a digit to str.isdigit."""
+    return text.isascii() and text.isdigit() and len(text) <= 12
 
 
 def _message(body: bytes) -> str:

@@ -64,9 +64,13 @@ def json_errors(app: Klein, allow: Sequence[str] = ("POST",)) -> None:
         assert isinstance(error, HTTPException)
         code = error.code or 500
         if code == 405:
-            request.setHeader(b"Allow", ", ".join(allow).encode("ascii"))
+            # The route's own methods (a POST-only one among GET pages), else ``allow``.
+            valid = {m for m in getattr(error, "valid_methods", None) or () if m != "OPTIONS"}
+            methods = [m for m in allow if m in valid] + sorted(valid - set(allow))
+            methods = methods or list(allow)
+            request.setHeader(b"Allow", ", ".join(methods).encode("ascii"))
             method = request.method.decode("ascii", "replace")
-            sentence = f"method {method} is not allowed here; use {allow[0]}"
+            sentence = f"method {method} is not allowed here; use {methods[0]}"
         elif code == 404:
             sentence = "nothing is served at this path"
         else:

@@ -144,3 +144,10 @@ def test_an_unknown_app_is_404(client: Poster) -> None:
 def test_a_pause_reason_is_bounded(client: Poster) -> None:
     code, _ = client.post("/apps/blog/pause", {"reason": "x" * 201})
     assert code == 400
+
+
+def test_a_get_on_a_post_route_is_405_saying_post(client: Poster) -> None:
+    """Found by a review: the admin's 405 named GET for its POST-only routes."""
+    code, headers, body = client.json("GET", "/apps/blog/pause")
+    assert code == 405 and body["error"].endswith("use POST")
+    assert headers.getRawHeaders("Allow") == ["POST"]

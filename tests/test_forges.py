@@ -746,3 +746,18 @@ def test_forge_and_repository_problems_are_one_line_each(
     problems = host.problems(HEAD + BLOG + keys)
     assert len(problems) == 1, problems
     assert problems[0].startswith("FILE: " + problem)
+
+
+def test_on_the_shared_path_a_token_still_verifies_when_another_app_signs() -> None:
+    """
+    Found by a review: one GitLab app with a signing token made every other
+    GitLab app's deliveries (secret token and signature both sent) fail on
+    the shared path. The token proves the delivery for the apps holding it.
+    """
+    body = fixture("gitlab-push.json")
+    headers = {**gitlab_signed(body, secret=OTHER_SIGNING), "X-Gitlab-Token": SECRET.decode()}
+    verdict = adapter("gitlab").authenticate(lookup(headers), body, (SECRET, SIGNING), NOW)
+    assert verdict.outcome is Outcome.VALID and verdict.secret == SECRET
+    forged = {**gitlab_signed(body, secret=OTHER_SIGNING), "X-Gitlab-Token": "not-it"}
+    verdict = adapter("gitlab").authenticate(lookup(forged), body, (SECRET, SIGNING), NOW)
+    assert verdict.outcome is Outcome.MISMATCH

@@ -916,3 +916,33 @@ def test_a_poster_failing_synchronously_is_a_retry(world: World) -> None:
     world.clock.advance(STEP[0])
     world.poster.only().reply(201)
     assert world.row()["state"] == "sent"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "\u00b2"},
+        {"Retry-After": "1 Jan 99999999999 00:00:00"},
+        {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "\u0663"},
+    ],
+)
+def test_an_odd_retry_after_is_a_plain_retry_not_a_stalled_outbox(
+    world: World, headers: dict[str, str]
+) -> None:
+    """Found by a review: '²'.isdigit() is True, float('²') raises; a huge date overflows."""
+    world.start()
+    world.deploy(status(1))
+    world.poster.only().reply(503, None, headers)
+    (row,) = world.rows()
+    assert row["state"] == "pending" and row["attempts"] == 1, "backed off, not crashed"
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_a_redirect_is_given_up_never_followed(world: World, code: int) -> None:
+    """A token must not follow a redirect to another host, and a redirect is no report sent."""
+    world.start()
+    world.deploy(status(1))
+    world.poster.only().reply(code, None, {"Location": "http://elsewhere.example/steal"})
+    (row,) = world.rows()
+    assert row["state"] == "failed"
+    assert "redirect to http://elsewhere.example" in row["outcome"]

@@ -280,6 +280,23 @@ async def test_a_token_the_forge_refuses_is_given_up(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_redirect_takes_no_token_elsewhere(
+    harness: Harness,
+    notify_receiver: NotifyReceiver,  # noqa: F811 (the fixture)
+) -> None:
+    """Found by a review: treq followed a 303, and GitLab's PRIVATE-TOKEN went along."""
+    harness.fake.fail_next(303, {"Location": notify_receiver.hook_url})
+    reporting = harness.reporting("gitlab")
+    now = time.time()
+    deploy = harness.journal.queue_deploy("push", None, SHA1, now, app="app")
+    harness.journal.start_deploy(deploy, now, app="app", reports=started(reporting, deploy, SHA1))
+    await harness.settled()
+    assert harness.states() == ["failed"]
+    assert [c.status for c in harness.fake.calls] == [303]
+    assert notify_receiver.calls == [], "the redirect was not followed"
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_rate_limit_is_waited_out(harness: Harness) -> None:
     fake = harness.fake
     fake.fail_next(429, {"Retry-After": "1"}, {"message": "slow down"})
