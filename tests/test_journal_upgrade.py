@@ -225,3 +225,26 @@ def test_a_version_1_journal_gains_the_outbox_and_keeps_its_deploys(tmp_path: Pa
     assert [d["id"] for d in journal.recent_deploys(app="blog")] == [deploy]
     assert journal.due_reports(now=2.0) == []
     journal.close()
+
+
+def test_a_journal_of_the_previous_release_gains_the_outbox_and_the_new_columns(
+    tmp_path: Path,
+) -> None:
+    """The fixture journal-v1.sqlite3, as the release before reports wrote it."""
+    path = tmp_path / "ghhook.sqlite3"
+    shutil.copy(Path(__file__).parent / "fixtures" / "journal-v1.sqlite3", path)
+    assert _version(path) == 1
+    journal = Journal(path).open(upgrade_app="blog")
+    assert _version(path) == SCHEMA_VERSION == 2
+    blog = journal.for_app("blog")
+    history = blog.recent_deploys()
+    assert [(d["result"], d["requested_by"], d["changed"]) for d in history] == [
+        ("rolled_back", None, None),
+        ("deployed", None, None),
+    ]
+    assert blog.get("deployed") == "a" * 40 and blog.get("rolled_back") == "b" * 40
+    deploy = blog.queue_deploy("rollback", None, "a" * 40, 2000.0, requested_by="alice")
+    blog.finish_deploy(deploy, "skipped", "c" * 40, 2001.0, changed=[])
+    assert blog.deploy(deploy) is not None and blog.deploy(deploy)["requested_by"] == "alice"
+    assert journal.due_reports(now=3000.0) == []
+    journal.close()
