@@ -31,6 +31,7 @@ import ghhook
 from ghhook.checkconfig import CheckConfigOptions
 from ghhook.checkconfig import check as check_config
 from ghhook.checks import child_environment, positive_float, read_secrets
+from ghhook.cli import CliError
 from ghhook.delivery import SHA_RE, ZERO_SHA
 from ghhook.forges import FORGES
 from ghhook.forges.gitlab import signing_key
@@ -49,12 +50,8 @@ EXIT_USAGE = 2
 EXIT_NO_ANSWER = 3
 
 
-class CannotSend(Exception):
+class CannotSend(CliError):
     """The delivery cannot be built or delivered; the message is one line."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class SendOptions(usage.Options):
